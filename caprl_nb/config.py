@@ -1,0 +1,153 @@
+"""Client settings: one object, one lookup order.
+
+For every setting the first of these that is set wins:
+
+1. the keyword argument of the call (``df.caprl.caption(..., base_url=...)``);
+2. :func:`configure` (process-wide, e.g. at the top of a notebook);
+3. the environment (``CAPRL_BASE_URL``, ``CAPRL_MODEL``, ``CAPRL_API_KEY``, ``CAPRL_HOME``,
+   ``CAPRL_CONCURRENCY``, ``CAPRL_CONNECT_TIMEOUT``, ``CAPRL_READ_TIMEOUT``, ``CAPRL_MAX_RETRIES``);
+4. the defaults below.
+
+``model=None`` means "ask the server": the single model ``/v1/models`` lists, else ``caprl``
+(the served name the CapRL authors use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from caprl_nb.errors import ConfigError
+
+__all__ = ["Settings", "configure", "default_home", "resolve_settings"]
+
+DEFAULT_BASE_URL = "http://localhost:8000/v1"
+DEFAULT_SERVED_NAME = "caprl"
+
+
+def default_home() -> Path:
+    """The per-user cache directory where the result store lives when CAPRL_HOME is unset."""
+    if sys.platform == "win32":
+        root = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Caches"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "caprl_nb"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the client needs to reach a server and pace a batch."""
+
+    base_url: str = DEFAULT_BASE_URL
+    model: str | None = None
+    api_key: str = "EMPTY"
+    home: Path = field(default_factory=default_home)
+    # vLLM batches 256-1024 sequences; 256 in flight keeps one server busy without
+    # piling up a long queue of timed-out requests on a small one.
+    concurrency: int = 256
+    connect_timeout: float = 10.0
+    # A 2048-token caption behind a full batch can take minutes on a busy server.
+    read_timeout: float = 600.0
+    max_retries: int = 5
+    # Cap for any single backoff sleep (seconds), Retry-After included.
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not str(self.base_url).startswith(("http://", "https://")):
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {self.base_url!r}. "
+                "Use the OpenAI-compatible root of the server, e.g. http://localhost:8000/v1."
+            )
+        object.__setattr__(self, "base_url", str(self.base_url).rstrip("/"))
+        object.__setattr__(self, "home", Path(self.home).expanduser())
+        for name in ("concurrency",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}.")
+        for name in ("connect_timeout", "read_timeout", "max_backoff"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(
+                    f"{name} must be a positive number of seconds, got {value!r}; "
+                    "timeouts are always finite."
+                )
+
+    @property
+    def store_path(self) -> Path:
+        return self.home / "results.sqlite3"
+
+    @property
+    def server_root(self) -> str:
+        """The server's origin, where vLLM answers /health, /version and /metrics."""
+        url = self.base_url
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+_ENV = {
+    "base_url": ("CAPRL_BASE_URL", str),
+    "model": ("CAPRL_MODEL", str),
+    "api_key": ("CAPRL_API_KEY", str),
+    "home": ("CAPRL_HOME", Path),
+    "concurrency": ("CAPRL_CONCURRENCY", int),
+    "connect_timeout": ("CAPRL_CONNECT_TIMEOUT", float),
+    "read_timeout": ("CAPRL_READ_TIMEOUT", float),
+    "max_retries": ("CAPRL_MAX_RETRIES", int),
+}
+
+_configured: dict[str, Any] = {}
+_NAMES = {f.name for f in fields(Settings)}
+
+
+def _check_names(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - _NAMES)
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(unknown)}. Known settings: {', '.join(sorted(_NAMES))}."
+        )
+
+
+def configure(**options: Any) -> Settings:
+    """Set process-wide defaults (above the environment, below call arguments).
+
+    ``configure()`` with no arguments clears them. Returns the settings now in force.
+    """
+    _check_names(options)
+    if not options:
+        _configured.clear()
+    else:
+        _configured.update({k: v for k, v in options.items()})
+    return resolve_settings()
+
+
+def _from_env() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, (var, kind) in _ENV.items():
+        raw = os.environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = kind(raw)
+        except ValueError as exc:
+            msg = f"Environment variable {var}={raw!r} is not a valid {kind.__name__}; fix or unset it."
+            raise ConfigError(msg) from exc
+    return values
+
+
+def resolve_settings(**overrides: Any) -> Settings:
+    """Settings for one call: ``overrides`` (None means unset) > configure() > env > defaults."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _check_names(given)
+    merged: dict[str, Any] = {**_from_env(), **_configured, **given}
+    return Settings(**merged)
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

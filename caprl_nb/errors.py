@@ -1,0 +1,162 @@
+"""The one exception tree of caprl_nb.
+
+Every error we raise derives from :class:`CapRLError`, and every message says what to do next.
+Third-party exceptions (httpx, openai, Pillow, sqlite3) are translated at the boundary that owns
+them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
+
+::
+
+    CapRLError
+    ├── ConfigError                 bad option or environment value
+    ├── ColumnNotFoundError         (also KeyError) a column the frame does not have
+    ├── ImageError                  one input could not become an image payload
+    │   ├── ImageNotFoundError      no file / URL answered 404
+    │   ├── ImageDecodeError        bytes that are not a readable image
+    │   ├── ImageTooLargeError      over the byte cap or a decompression bomb
+    │   └── UnsupportedImageError   a Python object we cannot read as an image (or a missing value)
+    ├── ServerError                 the model server
+    │   ├── ServerUnavailableError  nothing answered (connection refused, DNS, timeouts)
+    │   ├── ServerTimeoutError      the server took longer than the read timeout
+    │   ├── RequestRejectedError    a 4xx the server will never accept as sent
+    │   ├── ServerBusyError         429 / 5xx after all retries
+    │   └── EngineError             `caprl-nb serve` could not start the engine
+    ├── StoreError                  the SQLite result store
+    └── BatchError                  errors="raise": every failed row, as a DataFrame
+
+    CapRLWarning (UserWarning)      failed rows under errors="coerce"; settings adjusted to fit
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BatchError",
+    "CapRLError",
+    "CapRLWarning",
+    "ColumnNotFoundError",
+    "ConfigError",
+    "EngineError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageNotFoundError",
+    "ImageTooLargeError",
+    "RequestRejectedError",
+    "ServerBusyError",
+    "ServerError",
+    "ServerTimeoutError",
+    "ServerUnavailableError",
+    "StoreError",
+    "UnsupportedImageError",
+]
+
+
+class CapRLError(Exception):
+    """Base of every error caprl_nb raises."""
+
+
+class ConfigError(CapRLError, ValueError):
+    """An option or environment variable has a value we cannot use."""
+
+
+class ColumnNotFoundError(CapRLError, KeyError):
+    """The DataFrame has no such column."""
+
+    def __init__(self, column: object, columns: list[object]) -> None:
+        self.column = column
+        self.columns = columns
+        shown = ", ".join(repr(c) for c in columns[:50]) or "(none)"
+        more = f" and {len(columns) - 50} more" if len(columns) > 50 else ""
+        super().__init__(
+            f"No column {column!r} in this DataFrame. Its columns are: {shown}{more}. "
+            "Pass the name of the column that holds the images."
+        )
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ImageError(CapRLError):
+    """One input could not be turned into an image for the model."""
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    """No file at that path, or the URL answered 404."""
+
+
+class ImageDecodeError(ImageError):
+    """The bytes are not an image Pillow can read."""
+
+
+class ImageTooLargeError(ImageError):
+    """Over the byte cap, or more pixels than we will decode (decompression-bomb guard)."""
+
+
+class UnsupportedImageError(ImageError, TypeError):
+    """A value we do not know how to read as an image (including NA)."""
+
+
+class ServerError(CapRLError):
+    """The model server failed or could not be reached."""
+
+
+class ServerUnavailableError(ServerError, ConnectionError):
+    """No server answered at the base URL."""
+
+
+class ServerTimeoutError(ServerError, TimeoutError):
+    """The server did not answer within the timeout."""
+
+
+class RequestRejectedError(ServerError):
+    """The server refused the request (a 4xx other than 429); retrying would not help."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ServerBusyError(ServerError):
+    """429 or 5xx answers outlasted every retry."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class EngineError(ServerError):
+    """The model-server engine (vLLM) could not be found or started."""
+
+
+class StoreError(CapRLError):
+    """The SQLite result store could not be opened or written."""
+
+
+class BatchError(CapRLError):
+    """Raised by ``errors="raise"`` after the whole batch ran; carries every failed row.
+
+    ``failure_cases`` is a DataFrame indexed like the input with the columns ``input`` and
+    ``error``. Everything that succeeded was stored, so running the call again only retries
+    the failures.
+    """
+
+    def __init__(self, failure_cases: pd.DataFrame, total: int) -> None:
+        self.failure_cases = failure_cases
+        self.total = total
+        n = len(failure_cases)
+        lines = [
+            f"{n} of {total} rows failed. Every successful row was stored; run the same call again "
+            "to retry only the failures, or pass errors='coerce' to get NA for failed rows.",
+        ]
+        for index, row in failure_cases.head(20).iterrows():
+            lines.append(f"  [{index!r}] {row['error']}")
+        if n > 20:
+            lines.append(f"  ... and {n - 20} more (see .failure_cases)")
+        super().__init__("\n".join(lines))
+
+
+class CapRLWarning(UserWarning):
+    """A batch finished with failed rows (errors="coerce"), or a setting was adjusted to fit."""

@@ -1,0 +1,162 @@
+"""The pandas face of a batch: many images in, a Series or DataFrame aligned on their index out.
+
+``caption`` and ``ask`` are what ``df.caprl`` / ``s.caprl`` delegate to, and they can be called
+directly on any sequence of images. The caller's objects are never modified.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pandas as pd
+
+from caprl_nb.batch import RowResult, run_batch
+from caprl_nb.config import resolve_settings
+from caprl_nb.errors import BatchError, CapRLWarning, ConfigError
+from caprl_nb.prompts import Task, ask_task, caption_task
+
+__all__ = ["DETAIL_COLUMNS", "ask", "caption", "run_task"]
+
+Errors = Literal["coerce", "raise"]
+
+DETAIL_COLUMNS = (
+    "error", "cached", "model", "latency_s", "prompt_tokens", "completion_tokens",
+    "finish_reason", "attempts",
+)
+_DTYPES = {
+    "error": "string",
+    "cached": "bool",
+    "model": "string",
+    "latency_s": "Float64",
+    "prompt_tokens": "Int64",
+    "completion_tokens": "Int64",
+    "finish_reason": "string",
+    "attempts": "Int64",
+}
+
+
+def _as_series(images: Any) -> pd.Series:
+    if isinstance(images, pd.Series):
+        return images
+    if isinstance(images, pd.DataFrame):
+        msg = "Pass one column of images (a Series), or use df.caprl.caption('column')."
+        raise ConfigError(msg)
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) and not hasattr(images, "__len__"):
+        images = [images]
+    values = list(images)
+    # Build with object dtype and set elements one by one: pd.Series([...]) would try to turn a
+    # list of equally-shaped arrays into a 2-D block.
+    series = pd.Series([None] * len(values), dtype=object)
+    for i, value in enumerate(values):
+        series.iat[i] = value
+    return series
+
+
+def run_task(
+    images: Any,
+    task: Task,
+    *,
+    details: bool = False,
+    errors: Errors = "coerce",
+    cache: bool = True,
+    progress: bool = True,
+    **settings: Any,
+) -> pd.Series | pd.DataFrame:
+    """Run ``task`` over ``images`` (a Series or any sequence); see :func:`caption`."""
+    if errors not in ("coerce", "raise"):
+        raise ConfigError(f"errors must be 'coerce' or 'raise', got {errors!r}.")
+    series = _as_series(images)
+    resolved = resolve_settings(**settings)
+    results = run_batch(
+        series.array, task, resolved, cache=cache, progress=progress, description=task.name
+    )
+    frame = _frame(results, series.index, task.output)
+    failed = frame["error"].notna()
+    if failed.any():
+        if errors == "raise":
+            cases = pd.DataFrame(
+                {"input": [r.input for r in results], "error": frame["error"]}, index=series.index
+            )[failed.to_numpy()]
+            raise BatchError(cases, total=len(series))
+        warnings.warn(_summary(frame["error"][failed]), CapRLWarning, stacklevel=3)
+    if details:
+        return frame
+    return frame[task.output].rename(task.output)
+
+
+def _frame(results: list[RowResult], index: pd.Index, output: str) -> pd.DataFrame:
+    data: dict[str, Any] = {output: [r.text for r in results]}
+    for column in DETAIL_COLUMNS:
+        data[column] = [getattr(r, column) for r in results]
+    frame = pd.DataFrame(data, index=index)
+    return frame.astype({output: "string", **_DTYPES})
+
+
+def _summary(errors: pd.Series) -> str:
+    kinds = Counter(str(e).split(":", 1)[0] for e in errors)
+    why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    first = str(errors.iloc[0])
+    return (
+        f"{len(errors)} row(s) failed ({why}); they are NA. First: {first}. "
+        "Pass details=True to see every row's error, or errors='raise' to get them all as an exception."
+    )
+
+
+def caption(
+    images: Any,
+    *,
+    prompt: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    details: bool = False,
+    errors: Errors = "coerce",
+    cache: bool = True,
+    progress: bool = True,
+    **settings: Any,
+) -> pd.Series | pd.DataFrame:
+    """Caption every image with CapRL's own request; a Series named ``caption``, NA where a row failed.
+
+    ``images``: a Series (its index is kept) or any sequence of paths, URLs, bytes, data URLs,
+    PIL images or arrays. ``details=True`` returns a DataFrame with ``caption`` plus
+    ``error``, ``cached``, ``model``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
+    ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
+    carrying every failed row after the whole batch ran (everything good is stored).
+    Settings (``base_url``, ``model``, ``api_key``, ``concurrency``, ``read_timeout``,
+    ``connect_timeout``, ``max_retries``, ``home``) override :func:`configure` and the environment.
+    """
+    task = caption_task(
+        prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        repetition_penalty=repetition_penalty,
+    )
+    return run_task(
+        images, task, details=details, errors=errors, cache=cache, progress=progress, **settings
+    )
+
+
+def ask(
+    images: Any,
+    question: str,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    details: bool = False,
+    errors: Errors = "coerce",
+    cache: bool = True,
+    progress: bool = True,
+    **settings: Any,
+) -> pd.Series | pd.DataFrame:
+    """Ask ``question`` about every image; a Series named ``answer`` (options as :func:`caption`)."""
+    task = ask_task(
+        question, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        repetition_penalty=repetition_penalty,
+    )
+    return run_task(
+        images, task, details=details, errors=errors, cache=cache, progress=progress, **settings
+    )

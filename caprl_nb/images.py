@@ -1,0 +1,596 @@
+"""Anything image-like -> a bounded, encoded payload for the model server.
+
+Two synchronous steps (the batch runs them in worker threads): :func:`identify` names one cell
+(path, http(s) URL, data: URL, bytes, PIL image, numpy array) and hashes it without decoding;
+:func:`prepare` fits it to a :class:`ModelPreset`. Original JPEG/PNG/WebP bytes that already fit
+(right size, upright, 8-bit RGB or gray) travel untouched; anything else is decoded once, made
+upright, flattened to RGB or L, resized with LANCZOS and encoded once (JPEG q95 for photos, PNG
+otherwise). Pillow, OS and HTTP failures become :mod:`caprl_nb.errors` that name the input.
+
+Decompression bombs: the header size is checked against ``max_decode_pixels`` before any pixel is
+decoded, and Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed. Pillow's own check in
+``Image.open`` still raises above twice that limit (178,956,970, our default too; translated here)
+and warns between 1x and 2x. That ``DecompressionBombWarning`` is left alone: silencing it would
+swap the process-wide warning filters from many threads (``warnings.catch_warnings`` is not
+thread-safe). Where warnings are errors, it is translated like the error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import math
+import os
+import re
+import stat as stat_mod
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from caprl_nb.__about__ import __version__
+from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError
+from caprl_nb.errors import UnsupportedImageError
+from caprl_nb.models import ModelPreset
+
+__all__ = [
+    "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload",
+    "describe", "identify", "is_image_path", "prepare",
+]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""Byte cap for one input (file, URL, bytes, data URL)."""
+
+DEFAULT_MAX_DECODE_PIXELS = 178_956_970
+"""Decompression-bomb guard: twice Pillow's default ``MAX_IMAGE_PIXELS``, checked before decoding."""
+
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+_PHOTO_PIXELS = 4_000_000  # decoded images above this (with no lossless origin) go out as JPEG
+_JPEG_QUALITY = 95
+_ORIENTATION = 0x0112  # EXIF tag 274
+_T = Image.Transpose  # EXIF orientation -> transpose, the table ImageOps.exif_transpose uses
+_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
+# What Pillow's decoders raise on corrupt input besides OSError; translated only around Pillow calls.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError, ZeroDivisionError)
+_URLISH = re.compile(r"^(www\.|[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}(:\d+)?/)", re.IGNORECASE)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+# -- sources --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileStat:
+    """Identity of a file input at the time it was looked at; lets callers memoise its hash."""
+
+    path: str  # absolute, symlinks resolved
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ImageSource:
+    """One identified input: what to call it, its content hash, and how to get its content."""
+
+    description: str
+    sha256: str
+    stat: FileStat | None = None
+    _data: bytes | None = field(default=None, kw_only=True, repr=False, compare=False)
+    _image: Image.Image | None = field(default=None, kw_only=True, repr=False, compare=False)
+    _max_bytes: int = field(default=DEFAULT_MAX_BYTES, kw_only=True, repr=False, compare=False)
+    _content_type: str | None = field(default=None, kw_only=True, repr=False, compare=False)
+
+    def read(self) -> bytes | Image.Image:
+        """The original encoded bytes, or the decoded image for PIL/ndarray inputs.
+
+        A file whose hash came from ``known_hash`` is read now; if its size or mtime changed since,
+        this raises :class:`ImageError` rather than send bytes that do not match :attr:`sha256`.
+        """
+        if self._image is not None:
+            return self._image
+        if self._data is not None:
+            return self._data
+        if self.stat is None:
+            msg = f"{self.description} holds no content; build sources with caprl_nb.images.identify()."
+            raise ImageError(msg)
+        data, now = _read_file(self.stat.path, self.description, self._max_bytes)
+        if now != self.stat:
+            msg = f"{self.description} changed after it was hashed (its size or mtime differ). Run the call again once nothing is writing to it."
+            raise ImageError(msg)
+        return data
+
+
+def describe(value: object) -> str:
+    """A short, human description of a cell for error messages; never raises."""
+    try:
+        if _is_missing(value):
+            return f"missing value ({'None' if value is None else repr(value)})"
+        if isinstance(value, Image.Image):
+            return f"PIL image {value.width}x{value.height} {value.mode}"
+        if isinstance(value, np.ndarray):
+            return f"array {'x'.join(str(n) for n in value.shape)} {value.dtype}"
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return f"bytes ({memoryview(value).nbytes:,} B)"
+        if isinstance(value, (str, os.PathLike)):
+            text = os.fsdecode(value) if isinstance(value, os.PathLike) else value
+            low = text.strip()[:8].lower()
+            if low.startswith("data:"):
+                header, _, data = text.strip()[5:].partition(",")
+                size = len(data) * 3 // 4 if header.lower().endswith(";base64") else len(data)
+                return f"data URL ({_short(header.split(';')[0], 40) or 'no type'}, ~{size:,} B)"
+            if low.startswith(("http://", "https://")):
+                return f"URL {_short(text.strip())}"
+            return f"file {_short(text)!r}" if text else "empty string ''"
+        return f"{type(value).__name__} {_short(repr(value))}"
+    except Exception:  # describe() feeds error messages, so it must not fail itself
+        return f"<{type(value).__name__}>"
+
+
+def is_image_path(path: Path) -> bool:
+    """Whether ``path`` has an image extension we read (jpg jpeg png webp gif bmp tif tiff)."""
+    return Path(path).suffix.lower() in _IMAGE_SUFFIXES
+
+
+def identify(
+    value: object,
+    *,
+    known_hash: Callable[[FileStat], str | None] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    url_timeout: float = 30.0,
+) -> ImageSource:
+    """Turn one cell into an :class:`ImageSource` without decoding it.
+
+    Accepts a path (``str`` or ``os.PathLike``, ``~`` expanded), an ``http(s)://`` URL, a
+    ``data:`` URL, ``bytes``/``bytearray``/``memoryview``, a ``PIL.Image.Image`` or a numpy array
+    (see :func:`_array_to_image` for how dtypes are scaled). For files, ``known_hash(stat)`` is
+    asked first; when it returns a hash the file is not read until :meth:`ImageSource.read`.
+    Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds each
+    connect/read and, roughly, the whole download.
+    """
+    if _is_missing(value):
+        msg = f"The row's input is a {describe(value)}; there is no image to caption. Drop or fill missing rows first."
+        raise UnsupportedImageError(msg)
+    if isinstance(value, (Image.Image, np.ndarray)):  # held by reference (PIL) or as an 8-bit copy
+        img = value if isinstance(value, Image.Image) else _array_to_image(value)
+        with _pillow_errors(describe(value)):
+            return ImageSource(describe(value), _pixel_hash(img), None, _image=img)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        n = memoryview(value).nbytes
+        desc = f"bytes ({n:,} B)"
+        if n == 0:
+            msg = "The row's input is empty bytes (0 B); there is no image in it. Check how the column was filled."
+            raise ImageDecodeError(msg)
+        _check_cap(n, max_bytes, desc)
+        data = bytes(value)
+        return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data)
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fsdecode(value) if isinstance(value, os.PathLike) else value
+        stripped = text.strip()
+        if not stripped:
+            msg = f"The row's input is an empty string ({text!r}), not a path or URL. Drop or fill those rows first."
+            raise UnsupportedImageError(msg)
+        if isinstance(value, str):
+            low = stripped[:8].lower()
+            if low.startswith("data:"):
+                return _identify_data_url(stripped, max_bytes)
+            if low.startswith(("http://", "https://")):
+                return _identify_url(stripped, max_bytes, url_timeout)
+            if _SCHEME.match(stripped):
+                msg = f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. Download it first and pass the local file."
+                raise UnsupportedImageError(msg)
+        return _identify_file(text, known_hash, max_bytes)
+    msg = f"Cannot read {describe(value)} as an image. Pass a file path, an http(s) URL, a data: URL, bytes, a PIL.Image.Image or a numpy array."
+    raise UnsupportedImageError(msg)
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    pd = sys.modules.get("pandas")  # if pandas was never imported, value cannot be pd.NA/pd.NaT
+    return pd is not None and (value is pd.NA or value is pd.NaT)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    half = (limit - 3) // 2
+    return text if len(text) <= limit else f"{text[:half]}...{text[-half:]}"
+
+
+def _check_cap(n: int, max_bytes: int, desc: str) -> None:
+    if n > max_bytes:
+        msg = f"{desc} is {n:,} B, over the {max_bytes:,} B ({max_bytes / 2**20:.0f} MiB) cap on one input. "
+        msg += f"Shrink the image, or raise the cap with max_bytes= (e.g. max_bytes={2 * max(n, max_bytes):_})."
+        raise ImageTooLargeError(msg)
+
+
+def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | None, max_bytes: int) -> ImageSource:
+    path = os.path.realpath(os.path.expanduser(text))
+    desc = f"file {_short(path)!r}"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        hint = " If it is a web address, add https:// in front." if _URLISH.match(text) else ""
+        where = "" if os.path.isabs(os.path.expanduser(text)) else f" (relative paths start at {os.getcwd()})"
+        msg = f"No such file: {path!r}{where}. Check the path.{hint}"
+        raise ImageNotFoundError(msg) from exc
+    except OSError as exc:
+        msg = f"Cannot look at {desc}: {exc.strerror or exc}. Check the path and its permissions."
+        raise ImageError(msg) from exc
+    if stat_mod.S_ISDIR(st.st_mode):
+        msg = f"{path!r} is a folder, not an image file. Pass the image files inside it (caprl_nb.images.is_image_path picks them by extension)."
+        raise ImageNotFoundError(msg)
+    if not stat_mod.S_ISREG(st.st_mode):
+        msg = f"{desc} is not a regular file (a pipe, socket or device). Copy the image to a file first."
+        raise UnsupportedImageError(msg)
+    _check_cap(st.st_size, max_bytes, desc)
+    fstat = FileStat(path, st.st_size, st.st_mtime_ns)
+    if known_hash is not None:
+        digest = known_hash(fstat)
+        if digest:
+            return ImageSource(desc, digest, fstat, _max_bytes=max_bytes)
+    data, fstat = _read_file(path, desc, max_bytes)
+    return ImageSource(desc, hashlib.sha256(data).hexdigest(), fstat, _data=data, _max_bytes=max_bytes)
+
+
+def _read_file(path: str, desc: str, max_bytes: int) -> tuple[bytes, FileStat]:
+    """Read a whole file under the byte cap; the FileStat is taken from the open descriptor."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        msg = f"{desc} no longer exists. Check that nothing moved or deleted it."
+        raise ImageNotFoundError(msg) from exc
+    except OSError as exc:
+        msg = f"Cannot read {desc}: {exc.strerror or exc}. Check its permissions."
+        raise ImageError(msg) from exc
+    _check_cap(len(data), max_bytes, desc)
+    if len(data) != st.st_size:
+        msg = f"{desc} changed while it was being read. Run the call again once nothing is writing to it."
+        raise ImageError(msg)
+    return data, FileStat(path, st.st_size, st.st_mtime_ns)
+
+
+def _identify_data_url(text: str, max_bytes: int) -> ImageSource:
+    header, comma, payload = text[5:].partition(",")
+    params = [p.strip().lower() for p in header.split(";")]
+    mime = params[0] or "no type"
+    if not comma:
+        msg = f"The data URL ({_short(text, 60)}) has no ',' before its data. Build it as data:image/png;base64,<data>."
+        raise ImageDecodeError(msg)
+    if "base64" in params[1:]:
+        compact = re.sub(r"\s+", "", urllib.parse.unquote(payload) if "%" in payload else payload)
+        _check_cap(len(compact) * 3 // 4, max_bytes, f"data URL ({mime})")
+        altchars = b"-_" if ("-" in compact or "_" in compact) else None
+        try:
+            data = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            msg = f"The data URL ({mime}) is not valid base64 ({exc}). Re-encode the image with base64.b64encode."
+            raise ImageDecodeError(msg) from exc
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    desc = f"data URL ({_short(mime, 40)}, {len(data):,} B)"
+    _check_cap(len(data), max_bytes, desc)
+    if not data:
+        msg = f"The {desc} is empty; there is no image in it."
+        raise ImageDecodeError(msg)
+    return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data)
+
+
+_HTTP_LOCK = threading.Lock()
+_HTTP: dict[int, httpx.Client] = {}  # by process id: one pooled client (connections, TLS) per process
+
+
+def _http_client() -> httpx.Client:
+    with _HTTP_LOCK:
+        if os.getpid() not in _HTTP:  # first use, or first use after a fork
+            headers = {"User-Agent": f"caprl-nb/{__version__} (+https://github.com/internlm/CapRL)"}
+            _HTTP[os.getpid()] = httpx.Client(follow_redirects=True, headers=headers, timeout=30.0)
+        return _HTTP[os.getpid()]
+
+
+def _identify_url(url: str, max_bytes: int, timeout: float) -> ImageSource:
+    desc = f"URL {_short(url)}"
+    deadline = time.monotonic() + 2 * timeout
+    buf = bytearray()
+    try:
+        with _http_client().stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+            if resp.status_code >= 400:
+                raise ImageNotFoundError(_status_message(desc, resp.status_code, resp.reason_phrase))
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit():
+                _check_cap(int(declared), max_bytes, desc)
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                _check_cap(len(buf), max_bytes, f"{desc} (so far)")
+                if time.monotonic() > deadline:
+                    msg = f"{desc} was still downloading after {2 * timeout:g} s. Pass a larger url_timeout= or download it first."
+                    raise ImageNotFoundError(msg)
+            content_type = resp.headers.get("content-type")
+    except httpx.TimeoutException as exc:
+        msg = f"{desc} did not answer within {timeout:g} s ({type(exc).__name__}). Check the address, or pass a larger url_timeout=."
+        raise ImageNotFoundError(msg) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        msg = f"Could not fetch {desc}: {exc or type(exc).__name__}. Check the address and your network connection."
+        raise ImageNotFoundError(msg) from exc
+    if not buf:
+        msg = f"{desc} answered with an empty body; there is no image to read."
+        raise ImageDecodeError(msg)
+    data = bytes(buf)
+    return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data, _content_type=content_type)
+
+
+def _status_message(desc: str, status: int, reason: str) -> str:
+    answered = f"{desc} answered HTTP {status} {reason}".rstrip()
+    if status in (404, 410):
+        return f"{answered}: there is no image there. Check the address."
+    if status in (401, 403):
+        return f"{answered}: the server wants credentials or refuses scripts. Download the image and pass the file instead."
+    if status == 429 or status >= 500:
+        return f"{answered}: the image server is busy or failing. Try again later."
+    return f"{answered}. Check the address."
+
+
+def _pixel_hash(img: Image.Image) -> str:
+    """SHA-256 of (mode, size, palette, transparency, EXIF orientation, raw pixels)."""
+    h = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
+    if img.mode in ("P", "PA"):
+        h.update(bytes(img.getpalette() or []))
+    if "transparency" in img.info:
+        h.update(repr(img.info["transparency"]).encode())
+    orientation = img.getexif().get(_ORIENTATION, 1)
+    if orientation != 1:
+        h.update(f"orientation {orientation}".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    """A numpy array as an 8-bit PIL image (a copy; later changes to ``arr`` do not leak in).
+
+    Shapes: HxW and HxWx1 -> L, HxWx3 -> RGB, HxWx4 -> RGBA. Values go to 0..255 as
+    :func:`_to_uint8` describes: bool -> 0/255, uint16 -> ``>> 8``, floats in 0..1 -> ``* 255``.
+    """
+    shape = "x".join(map(str, arr.shape))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
+        hint = ""
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4:
+            hint = " It looks channels-first; pass arr.transpose(1, 2, 0)."
+        elif arr.ndim == 4:
+            hint = " For a batch, put one image per row."
+        msg = f"Cannot read an array of shape {shape} ({arr.dtype}) as an image: use HxW, HxWx1, HxWx3 or HxWx4.{hint}"
+        raise UnsupportedImageError(msg)
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        msg = f"Cannot read an array of dtype {arr.dtype} (shape {shape}) as an image: use bool, integer or float pixels."
+        raise UnsupportedImageError(msg)
+    pixels = np.ascontiguousarray(_to_uint8(arr))
+    mode = "L" if pixels.ndim == 2 else ("RGB" if pixels.shape[2] == 3 else "RGBA")
+    return Image.frombytes(mode, (pixels.shape[1], pixels.shape[0]), pixels)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale pixel values to uint8.
+
+    bool -> 0/255; uint8 as is; uint16 -> ``>> 8``; other integers: kept if within 0..255,
+    ``>> 8`` if within 0..65535, else stretched min..max -> 0..255; floats (NaN -> 0): ``* 255``
+    if within 0..1, kept (rounded) if within 0..255, else stretched min..max -> 0..255.
+    """
+    kind = arr.dtype.type
+    if kind is np.bool_:
+        return arr.astype(np.uint8) * np.uint8(255)
+    if kind is np.uint8:
+        return arr
+    if kind is np.uint16:  # either byte order
+        return (arr >> 8).astype(np.uint8)
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if floating:
+        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(arr.min()), float(arr.max())
+    if floating and 0 <= lo and hi <= 1:
+        arr = arr * 255
+    elif not (0 <= lo and hi <= 255):
+        if not floating and 0 <= lo and hi <= 65535:
+            return (arr >> 8).astype(np.uint8)
+        arr = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo)) if hi > lo else np.clip(arr, 0, 255)
+    return np.rint(arr).astype(np.uint8)
+
+
+# -- payloads -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Payload:
+    """An image ready for an OpenAI ``image_url`` content part."""
+
+    data_url: str  # "data:image/jpeg;base64,..."
+    mime: str  # image/jpeg | image/png | image/webp
+    width: int  # the size sent
+    height: int
+    original_width: int  # after EXIF orientation
+    original_height: int
+    reencoded: bool  # False when the original bytes went out untouched
+    nbytes: int  # encoded bytes sent (before base64)
+
+
+_MIMES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def prepare(
+    source: ImageSource,
+    preset: ModelPreset,
+    *,
+    max_image_tokens: int | None = None,
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+) -> Payload:
+    """Make ``source`` fit ``preset`` (pixel limits, aspect ratio, ``max_image_tokens``).
+
+    Raises :class:`ImageTooLargeError` for images with more than ``max_decode_pixels`` pixels
+    (checked from the header, before decoding) or an aspect ratio the model refuses, and
+    :class:`ImageDecodeError` for bytes Pillow cannot read. PIL and ndarray sources are always
+    re-encoded and are not checked against ``max_decode_pixels`` (they are decoded already).
+    """
+    content = source.read()
+    if isinstance(content, Image.Image):
+        return _prepare_decoded(source, content, preset, max_image_tokens)
+    with _pillow_errors(source.description, source._content_type, content):
+        img = Image.open(io.BytesIO(content))
+    try:
+        return _prepare_encoded(source, img, content, preset, max_image_tokens, max_decode_pixels)
+    finally:
+        img.close()
+
+
+def _prepare_encoded(
+    source: ImageSource, img: Image.Image, content: bytes, preset: ModelPreset, max_image_tokens: int | None, max_decode_pixels: int
+) -> Payload:
+    w0, h0 = img.size
+    if w0 * h0 > max_decode_pixels:
+        msg = f"{source.description} claims {w0}x{h0} = {w0 * h0:,} pixels, over the {max_decode_pixels:,}-pixel limit on decoding "
+        msg += "(a guard against decompression bombs). If you trust it, pass a larger max_decode_pixels=, or shrink it first."
+        raise ImageTooLargeError(msg)
+    fmt = img.format or ""
+    with _pillow_errors(source.description, source._content_type, content):
+        if fmt == "PNG" and "exif" not in img.info and b"eXIf" in content:  # EXIF after the pixels
+            img.load()
+        orientation = _orientation(img)
+    (ow, oh), target, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
+    if orientation == 1 and target == (ow, oh) and _passes_through(img, content):
+        return _payload(content, _MIMES[fmt], target, (ow, oh), reencoded=False)
+    photo = fmt in ("JPEG", "MPO") or (fmt == "WEBP" and content[12:16] == b"VP8 ")
+    with _pillow_errors(source.description, source._content_type, content):
+        if fmt in ("JPEG", "MPO") and pre_target[0] < w0 and pre_target[1] < h0:
+            img.draft(None, pre_target)  # the decoder scales by 1/2, 1/4 or 1/8 at no cost
+        img.load()  # the first frame of an animation
+        data, mime = _convert_and_encode(img, pre_target, orientation, photo)
+    return _payload(data, mime, target, (ow, oh), reencoded=True)
+
+
+def _prepare_decoded(source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None) -> Payload:
+    with _pillow_errors(source.description):
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    (ow, oh), target, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
+    photo = img.format in ("JPEG", "MPO") or (img.format is None and ow * oh > _PHOTO_PIXELS)
+    with _pillow_errors(source.description):
+        img.load()
+        data, mime = _convert_and_encode(img, pre_target, orientation, photo)
+    return _payload(data, mime, target, (ow, oh), reencoded=True)
+
+
+def _geometry(
+    size: tuple[int, int], orientation: int, preset: ModelPreset, max_image_tokens: int | None
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(upright size, target size, target size in the stored orientation) for one image."""
+    swap = orientation in (5, 6, 7, 8)
+    upright = (size[1], size[0]) if swap else size
+    target = preset.target_size(*upright, max_image_tokens)
+    return upright, target, ((target[1], target[0]) if swap else target)
+
+
+def _orientation(img: Image.Image) -> int:
+    # Image.getexif, not PngImageFile.getexif, which decodes everything to look for a late eXIf.
+    value = Image.Image.getexif(img).get(_ORIENTATION, 1)
+    return value if value in _TRANSPOSE else 1
+
+
+def _passes_through(img: Image.Image, content: bytes) -> bool:
+    """Whether the original bytes can go out as they are (the size was checked by the caller)."""
+    fmt = img.format
+    if fmt not in _MIMES or img.mode not in ("RGB", "L") or "transparency" in img.info:
+        return False
+    if getattr(img, "n_frames", 1) != 1:
+        return False
+    if fmt == "PNG":  # 8-bit gray or truecolour (IHDR bit depth, colour type), ends with IEND
+        return content[24] == 8 and content[25] in (0, 2) and content.endswith(b"IEND\xaeB`\x82")
+    if fmt == "JPEG":  # a truncated JPEG has no end-of-image marker; decode it to find out
+        return content.endswith(b"\xff\xd9")
+    return int.from_bytes(content[4:8], "little") + 8 in (len(content), len(content) - 1)  # RIFF size
+
+
+def _convert_and_encode(img: Image.Image, size: tuple[int, int], orientation: int, photo: bool) -> tuple[bytes, str]:
+    """Flatten to RGB/L, resize to ``size`` (pre-rotation), rotate upright, encode once."""
+    out = _flatten(img)
+    if out.size != size:
+        out = out.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # reduce() then LANCZOS
+    if orientation in _TRANSPOSE:
+        out = out.transpose(_TRANSPOSE[orientation])
+    buf = io.BytesIO()
+    if photo:
+        out.save(buf, "JPEG", quality=_JPEG_QUALITY)
+        return buf.getvalue(), "image/jpeg"
+    out.save(buf, "PNG", optimize=False, compress_level=1, icc_profile=None)
+    return buf.getvalue(), "image/png"
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """RGB or L, 8-bit, transparency composited on white. Never modifies ``img``."""
+    mode = img.mode
+    if mode in ("RGB", "L") and "transparency" not in img.info:
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I") or mode == "F":  # I;16*, I (32-bit), F: scaled, not clipped
+        return Image.fromarray(np.ascontiguousarray(_to_uint8(np.asarray(img))))
+    if mode == "CMYK":
+        return _cmyk_to_rgb(img)
+    if img.has_transparency_data:
+        gray = mode in ("L", "LA", "La")
+        rgba = img.convert("LA" if gray else "RGBA")  # also un-premultiplies La / RGBa
+        base = Image.new("L" if gray else "RGB", img.size, 255 if gray else (255, 255, 255))
+        base.paste(rgba.convert(base.mode), mask=rgba.getchannel("A"))
+        return base
+    return img.convert("RGB")  # P, YCbCr, LAB, HSV, RGBX, ...
+
+
+def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
+    """Through the embedded ICC profile when there is one, else Pillow's plain conversion.
+
+    Pillow already reads Adobe (inverted) CMYK JPEGs the right way round ("CMYK;I").
+    """
+    icc = img.info.get("icc_profile")
+    try:
+        from PIL import ImageCms  # needs LittleCMS: in Pillow's wheels, maybe not in a source build
+    except ImportError:
+        return img.convert("RGB")
+    try:
+        srgb = ImageCms.createProfile("sRGB")
+        converted = ImageCms.profileToProfile(img, io.BytesIO(icc), srgb, outputMode="RGB") if icc else None
+    except (ImageCms.PyCMSError, OSError, ValueError):  # a broken embedded profile
+        converted = None
+    return converted if converted is not None else img.convert("RGB")
+
+
+def _payload(data: bytes, mime: str, size: tuple[int, int], original: tuple[int, int], *, reencoded: bool) -> Payload:
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return Payload(url, mime, size[0], size[1], original[0], original[1], reencoded, len(data))
+
+
+@contextmanager
+def _pillow_errors(desc: str, content_type: str | None = None, content: bytes | None = None) -> Iterator[None]:
+    """Translate what Pillow raises inside the block into ImageTooLargeError / ImageDecodeError."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        msg = f"{desc} is too large to decode safely ({exc}). If you trust it, raise PIL.Image.MAX_IMAGE_PIXELS and max_decode_pixels=, or shrink it first."
+        raise ImageTooLargeError(msg) from exc
+    except _PILLOW_ERRORS as exc:
+        hint = ""
+        if content_type and not content_type.lower().startswith("image/"):
+            hint = f" The server sent {content_type.split(';')[0]}, probably a web page rather than the image itself."
+        if isinstance(exc, UnidentifiedImageError):
+            head = content[:8] if content is not None else b""
+            msg = f"{desc} is not an image Pillow can read (it starts with {head!r}).{hint} Check that it is a JPEG, PNG, WebP, GIF, BMP or TIFF file."
+        else:
+            msg = f"{desc} could not be decoded ({exc or type(exc).__name__}).{hint} It may be truncated or corrupt; re-save or re-download it."
+        raise ImageDecodeError(msg) from exc

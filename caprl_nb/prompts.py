@@ -1,0 +1,129 @@
+"""Task presets: what we ask the model, and the exact request the CapRL authors send.
+
+The caption request is the authors' own: one user message holding the image, then the text
+"Please describe this image in detail."; no system turn; temperature 1.0, top_p 1.0,
+repetition_penalty 1.0, max_tokens 2048. Every sampling value can be overridden per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from caprl_nb.errors import ConfigError
+
+__all__ = ["CAPTION_PROMPT", "Sampling", "Task", "ask_task", "caption_task"]
+
+CAPTION_PROMPT = "Please describe this image in detail."
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters sent with every request (the CapRL authors' defaults)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 2048
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be a positive integer, got {self.max_tokens!r}.")
+        if not 0 <= self.temperature <= 2:
+            raise ConfigError(f"temperature must be between 0 and 2, got {self.temperature!r}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(
+                f"repetition_penalty must be positive, got {self.repetition_penalty!r}."
+            )
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of request: a name, the text that follows the image, and sampling."""
+
+    name: str
+    prompt: str
+    sampling: Sampling = field(default_factory=Sampling)
+    output: str = "caption"  # the name of the result column
+    response_format: dict[str, Any] | None = None
+
+    def messages(self, image_url: str) -> list[dict[str, Any]]:
+        """The chat messages: a single user turn, image first, then the text; no system turn."""
+        return [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                    {"type": "text", "text": self.prompt},
+                ],
+            }
+        ]
+
+    def params(self) -> dict[str, Any]:
+        """Everything besides the image and model that changes the answer (part of the cache key)."""
+        params: dict[str, Any] = {"task": self.name, "prompt": self.prompt, **asdict(self.sampling)}
+        if self.response_format is not None:
+            params["response_format"] = self.response_format
+        return params
+
+    def cache_key(self, image_sha256: str, model: str) -> str:
+        blob = json.dumps(
+            {"image": image_sha256, "model": model, "params": self.params()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def prompt_token_estimate(self) -> int:
+        """Text tokens of the turn around the image (chat template included), rounded up."""
+        return len(self.prompt.encode()) // 2 + 32
+
+
+def _sampling(
+    max_tokens: int | None, temperature: float | None, top_p: float | None,
+    repetition_penalty: float | None,
+) -> Sampling:
+    given = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+    }
+    return Sampling(**{k: v for k, v in given.items() if v is not None})
+
+
+def caption_task(
+    prompt: str | None = None,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> Task:
+    """CapRL's dense caption (or your own prompt in its place)."""
+    text = CAPTION_PROMPT if prompt is None else prompt
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("prompt must be a non-empty string; leave it out for CapRL's own prompt.")
+    return Task(
+        "caption", text, _sampling(max_tokens, temperature, top_p, repetition_penalty), "caption"
+    )
+
+
+def ask_task(
+    question: str,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> Task:
+    """A free-form question about each image; the result column is ``answer``."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("question must be a non-empty string, e.g. 'How many people are there?'.")
+    return Task(
+        "ask", question, _sampling(max_tokens, temperature, top_p, repetition_penalty), "answer"
+    )

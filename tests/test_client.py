@@ -1,0 +1,142 @@
+"""client.py against the vLLM-shaped simulator: protocol, retries, error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from caprl_nb.client import CapRLClient, fetch_server_info, retry_delay
+from caprl_nb.config import resolve_settings
+from caprl_nb.errors import (
+    RequestRejectedError,
+    ServerBusyError,
+    ServerTimeoutError,
+    ServerUnavailableError,
+)
+from caprl_nb.prompts import caption_task
+
+from .vllm_sim import Fault, VLLMSimulator
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+def _complete(sim: VLLMSimulator, **settings: object):
+    s = resolve_settings(base_url=sim.base_url, max_backoff=0.05, **settings)
+    task = caption_task(max_tokens=8)
+
+    async def go():
+        async with CapRLClient(s) as client:
+            return await client.complete(
+                model="caprl", messages=task.messages(PNG), temperature=1.0, top_p=1.0,
+                max_tokens=8, repetition_penalty=1.0,
+            )
+
+    return asyncio.run(go())
+
+
+def test_sends_the_authors_request(sim: VLLMSimulator) -> None:
+    done = _complete(sim)
+    assert done.text and done.finish_reason in ("stop", "length")
+    assert done.prompt_tokens and done.completion_tokens
+    assert done.attempts == 1
+    body = sim.requests[0]
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert body["messages"][0]["content"][0]["type"] == "image_url"
+    assert body["messages"][0]["content"][1]["text"] == "Please describe this image in detail."
+    assert (body["temperature"], body["top_p"], body["repetition_penalty"]) == (1.0, 1.0, 1.0)
+
+
+def test_retries_5xx_and_429_then_succeeds(sim: VLLMSimulator) -> None:
+    sim.add_faults(Fault("status", 500), Fault("status", 503), Fault("status", 429, retry_after=0))
+    done = _complete(sim)
+    assert done.attempts == 4
+    assert [r["_outcome"] for r in sim.requests] == ["status:500", "status:503", "status:429", "ok"]
+
+
+def test_honours_retry_after(sim: VLLMSimulator) -> None:
+    sim.add_faults(Fault("status", 429, retry_after=1))
+    started = time.monotonic()
+    # max_backoff caps ordinary backoff, not a server's Retry-After below the cap.
+    s = resolve_settings(base_url=sim.base_url, max_backoff=5)
+    task = caption_task(max_tokens=8)
+
+    async def go():
+        async with CapRLClient(s) as client:
+            return await client.complete(model="caprl", messages=task.messages(PNG), temperature=1.0,
+                                         top_p=1.0, max_tokens=8, repetition_penalty=1.0)
+
+    assert asyncio.run(go()).attempts == 2
+    assert time.monotonic() - started >= 1.0
+
+
+def test_400_is_not_retried(sim: VLLMSimulator) -> None:
+    sim.add_faults(Fault("status", 400))
+    with pytest.raises(RequestRejectedError, match="HTTP 400") as info:
+        _complete(sim)
+    assert info.value.status_code == 400
+    assert len(sim.requests) == 1
+
+
+def test_gives_up_after_max_retries(sim: VLLMSimulator) -> None:
+    sim.add_faults(*[Fault("status", 502)] * 3)
+    with pytest.raises(ServerBusyError, match="concurrency"):
+        _complete(sim, max_retries=2)
+    assert len(sim.requests) == 3
+
+
+def test_reset_and_timeout_are_retried(sim: VLLMSimulator) -> None:
+    sim.add_faults(Fault("reset"), Fault("timeout", hold=5))
+    done = _complete(sim, read_timeout=0.5)
+    assert done.attempts == 3
+    assert [r["_outcome"] for r in sim.requests] == ["reset", "timeout", "ok"]
+
+
+def test_timeout_message(sim: VLLMSimulator) -> None:
+    sim.add_faults(*[Fault("timeout", hold=5)] * 2)
+    with pytest.raises(ServerTimeoutError, match="read_timeout"):
+        _complete(sim, read_timeout=0.3, max_retries=1)
+
+
+def test_unknown_model_is_rejected_not_retried(sim: VLLMSimulator) -> None:
+    s = resolve_settings(base_url=sim.base_url)
+
+    async def go():
+        async with CapRLClient(s) as client:
+            return await client.complete(model="nope", messages=caption_task().messages(PNG),
+                                         temperature=1.0, top_p=1.0, max_tokens=8, repetition_penalty=1.0)
+
+    with pytest.raises(RequestRejectedError, match="model"):
+        asyncio.run(go())
+    assert len(sim.requests) == 1
+
+
+def test_server_info() -> None:
+    with VLLMSimulator(model_id="caprl", root="internlm/CapRL-InternVL3.5-8B", max_model_len=4096,
+                       version="0.32.0") as sim:
+        info = asyncio.run(fetch_server_info(resolve_settings(base_url=sim.base_url)))
+    assert (info.model, info.root, info.max_model_len, info.version) == (
+        "caprl", "internlm/CapRL-InternVL3.5-8B", 4096, "0.32.0")
+    assert info.models == ("caprl",)
+
+
+def test_server_info_wrong_model_lists_served(sim: VLLMSimulator) -> None:
+    with pytest.raises(RequestRejectedError, match="'caprl'"):
+        asyncio.run(fetch_server_info(resolve_settings(base_url=sim.base_url), "other"))
+
+
+def test_no_server_says_what_to_do() -> None:
+    from caprl_nb.engine import free_port
+
+    s = resolve_settings(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    with pytest.raises(ServerUnavailableError, match="caprl-nb serve"):
+        asyncio.run(fetch_server_info(s))
+
+
+def test_retry_delay_is_capped_and_jittered() -> None:
+    delays = {retry_delay(3, None, cap=60) for _ in range(20)}
+    assert all(1.0 <= d <= 2.0 for d in delays) and len(delays) > 1
+    assert retry_delay(30, None, cap=4) <= 4
+    assert retry_delay(1, 7.0, cap=60) == 7.0
+    assert retry_delay(1, 700.0, cap=60) == 60

@@ -1,0 +1,42 @@
+import pytest
+
+from caprl_nb.errors import ConfigError
+from caprl_nb.prompts import CAPTION_PROMPT, Sampling, ask_task, caption_task
+
+
+def test_caption_task_is_the_authors_request() -> None:
+    task = caption_task()
+    assert task.prompt == CAPTION_PROMPT == "Please describe this image in detail."
+    assert task.sampling == Sampling(temperature=1.0, top_p=1.0, repetition_penalty=1.0, max_tokens=2048)
+    messages = task.messages("data:image/png;base64,AAAA")
+    assert [m["role"] for m in messages] == ["user"]  # no system turn
+    content = messages[0]["content"]
+    assert [part["type"] for part in content] == ["image_url", "text"]  # image first
+    assert content[1]["text"] == CAPTION_PROMPT
+
+
+def test_overrides_and_cache_key() -> None:
+    base = caption_task()
+    other = caption_task(max_tokens=64, temperature=0.0)
+    assert other.sampling.max_tokens == 64 and other.sampling.temperature == 0.0
+    key = base.cache_key("abc", "caprl")
+    assert key == caption_task().cache_key("abc", "caprl")
+    assert key != other.cache_key("abc", "caprl")
+    assert key != base.cache_key("abd", "caprl")
+    assert key != base.cache_key("abc", "other-model")
+    assert key != caption_task("Describe briefly.").cache_key("abc", "caprl")
+    assert key != ask_task(CAPTION_PROMPT).cache_key("abc", "caprl")  # task is part of the key
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}, {"prompt": "  "}]
+)
+def test_bad_sampling(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        caption_task(**kwargs)
+
+
+def test_ask_needs_a_question() -> None:
+    assert ask_task("How many cats?").output == "answer"
+    with pytest.raises(ConfigError, match="question"):
+        ask_task("")
