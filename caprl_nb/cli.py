@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -155,8 +156,18 @@ def _start_engine(
     return engine.EngineProcess(command, env=env, host=host, port=port, log_path=log).start()
 
 
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so `kill` stops the engine we started, too."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or 8000
+    _stop_on_sigterm()
     proc = _start_engine(args.model, args.host, port, args.extra, args.python, args.max_model_len)
     try:
         started = time.monotonic()
