@@ -18,30 +18,34 @@ import os
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from caprl_nb import images
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
-from caprl_nb.errors import CapRLError, CapRLWarning, RequestRejectedError
+from caprl_nb.errors import CapRLError, RequestRejectedError, warn
 from caprl_nb.models import ModelPreset, preset_for
 from caprl_nb.prompts import Task
 from caprl_nb.store import ResultStore
 
-__all__ = ["BatchRunner", "RowResult", "run_batch", "token_budget"]
+__all__ = ["BatchResults", "BatchRunner", "RowResult", "run_batch", "token_budget"]
 
 # How long a server's self-description is trusted within one process.
 _SERVER_MEMO_TTL = 300.0
 _server_memo: dict[str, tuple[float, ServerInfo]] = {}
 
 
-@dataclass
+@dataclass(slots=True)
 class RowResult:
-    """The outcome of one row: ``text`` or ``error``, with where and how it came."""
+    """The outcome of one row: ``text`` or ``error``, with where and how it came.
+
+    Slotted and small: a batch holds one per row until it returns.
+    """
 
     text: str | None = None
     error: str | None = None
@@ -52,8 +56,62 @@ class RowResult:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     attempts: int = 0
-    key: str | None = None
-    input: str | None = None
+    input: str | None = None  # the row's input, described; kept for failed rows only
+
+
+class BatchResults:
+    """One batch's outcomes, held as columns: a few bytes per row beyond the texts themselves.
+
+    Indexing or iterating gives :class:`RowResult` views; :meth:`columns` gives pandas-ready arrays.
+    """
+
+    _OBJECTS = ("text", "error", "model", "finish_reason", "input")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        for name in self._OBJECTS:
+            setattr(self, name, [None] * total)
+        self.cached = np.zeros(total, dtype=bool)
+        self.latency_s = np.full(total, np.nan)
+        # -1 marks "unknown" (a failed row, or a server that reported no usage).
+        self.prompt_tokens = np.full(total, -1, dtype=np.int64)
+        self.completion_tokens = np.full(total, -1, dtype=np.int64)
+        self.attempts = np.zeros(total, dtype=np.int32)
+        self.done = np.zeros(total, dtype=bool)
+
+    def set(self, i: int, r: RowResult) -> None:
+        self.text[i] = r.text
+        self.error[i] = r.error
+        self.input[i] = r.input
+        # A handful of distinct values repeated on every row: share one string object.
+        self.model[i] = sys.intern(r.model) if r.model else None
+        self.finish_reason[i] = sys.intern(r.finish_reason) if r.finish_reason else None
+        self.cached[i] = r.cached
+        self.latency_s[i] = np.nan if r.latency_s is None else r.latency_s
+        self.prompt_tokens[i] = -1 if r.prompt_tokens is None else r.prompt_tokens
+        self.completion_tokens[i] = -1 if r.completion_tokens is None else r.completion_tokens
+        self.attempts[i] = r.attempts
+        self.done[i] = True
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> RowResult:
+        if not self.done[i]:
+            return RowResult(error="not run")
+        def known(value: int) -> int | None:
+            return None if value < 0 else int(value)
+        latency = float(self.latency_s[i])
+        return RowResult(
+            text=self.text[i], error=self.error[i], cached=bool(self.cached[i]),
+            model=self.model[i], latency_s=None if latency != latency else latency,
+            prompt_tokens=known(self.prompt_tokens[i]),
+            completion_tokens=known(self.completion_tokens[i]),
+            finish_reason=self.finish_reason[i], attempts=int(self.attempts[i]), input=self.input[i],
+        )
+
+    def __iter__(self) -> Iterator[RowResult]:
+        return (self[i] for i in range(self.total))
 
 
 def token_budget(task: Task, preset: ModelPreset, max_model_len: int | None) -> tuple[int | None, int]:
@@ -172,7 +230,7 @@ class BatchRunner:
                     return RowResult(
                         text=hit.text, cached=True, model=hit.model, latency_s=hit.latency_s,
                         prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
-                        finish_reason=hit.finish_reason, key=key, input=description,
+                        finish_reason=hit.finish_reason,
                     )
             info = await self._server(client)
             if info.model != self._model_for_keys:
@@ -216,8 +274,7 @@ class BatchRunner:
                 text=completion.text, model=info.model, latency_s=completion.latency_s,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason, attempts=completion.attempts, key=key,
-                input=description,
+                finish_reason=completion.finish_reason, attempts=completion.attempts,
             )
         except _Fatal:
             raise
@@ -230,10 +287,10 @@ class BatchRunner:
         self.retries += 1
 
     # -- the batch ------------------------------------------------------------------------
-    async def run(self, values: Iterable[object], total: int) -> list[RowResult]:
+    async def run(self, values: Iterable[object], total: int) -> BatchResults:
         self._main = asyncio.current_task()
         self._info_lock = asyncio.Lock()
-        results: list[RowResult | None] = [None] * total
+        results = BatchResults(total)
         rows = iter(enumerate(values))
         workers = max(1, min(self.settings.concurrency, total))
         threads = max(2, min(8, (os.cpu_count() or 2)))
@@ -241,7 +298,7 @@ class BatchRunner:
         async def worker() -> None:
             for position, value in rows:
                 result = await self._row(value, client, pool)
-                results[position] = result
+                results.set(position, result)
                 self.done += 1
                 self.failed += result.error is not None
                 self.cached += result.cached
@@ -253,7 +310,7 @@ class BatchRunner:
                 except _Fatal as exc:
                     assert exc.__cause__ is not None
                     raise exc.__cause__ from None
-        return [r if r is not None else RowResult(error="not run") for r in results]
+        return results
 
     def cancel(self) -> None:
         if self._main is not None:
@@ -272,8 +329,8 @@ def run_batch(
     cache: bool = True,
     progress: bool = True,
     description: str | None = None,
-) -> list[RowResult]:
-    """Run ``task`` over ``values`` and return one :class:`RowResult` per value, in order.
+) -> BatchResults:
+    """Run ``task`` over ``values``; one result per value, in order (see :class:`BatchResults`).
 
     Blocks until done; Ctrl-C stops promptly, keeps what finished (it is in the store) and
     raises KeyboardInterrupt with a note on how to resume.
@@ -317,7 +374,7 @@ def run_batch(
     if "error" in outcome:
         raise outcome["error"]
     for note in runner.notes:
-        warnings.warn(note, CapRLWarning, stacklevel=3)
+        warn(note)
     return outcome["value"]
 
 

@@ -160,3 +160,17 @@ class BatchError(CapRLError):
 
 class CapRLWarning(UserWarning):
     """A batch finished with failed rows (errors="coerce"), or a setting was adjusted to fit."""
+
+
+def warn(message: str) -> None:
+    """Issue a CapRLWarning attributed to the first caller outside caprl_nb (the user's line)."""
+    import sys
+    import warnings
+    from pathlib import Path
+
+    package = str(Path(__file__).resolve().parent)
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, CapRLWarning, stacklevel=level)

@@ -6,16 +6,16 @@ directly on any sequence of images. The caller's objects are never modified.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
-from caprl_nb.batch import RowResult, run_batch
+from caprl_nb.batch import BatchResults, run_batch
 from caprl_nb.config import resolve_settings
-from caprl_nb.errors import BatchError, CapRLWarning, ConfigError
+from caprl_nb.errors import BatchError, ConfigError, warn
 from caprl_nb.prompts import Task, ask_task, caption_task
 
 __all__ = ["DETAIL_COLUMNS", "ask", "caption", "run_task"]
@@ -26,16 +26,6 @@ DETAIL_COLUMNS = (
     "error", "cached", "model", "latency_s", "prompt_tokens", "completion_tokens",
     "finish_reason", "attempts",
 )
-_DTYPES = {
-    "error": "string",
-    "cached": "bool",
-    "model": "string",
-    "latency_s": "Float64",
-    "prompt_tokens": "Int64",
-    "completion_tokens": "Int64",
-    "finish_reason": "string",
-    "attempts": "Int64",
-}
 
 
 def _as_series(images: Any) -> pd.Series:
@@ -78,21 +68,35 @@ def run_task(
     if failed.any():
         if errors == "raise":
             cases = pd.DataFrame(
-                {"input": [r.input for r in results], "error": frame["error"]}, index=series.index
+                {"input": results.input, "error": frame["error"]}, index=series.index
             )[failed.to_numpy()]
             raise BatchError(cases, total=len(series))
-        warnings.warn(_summary(frame["error"][failed]), CapRLWarning, stacklevel=3)
+        warn(_summary(frame["error"][failed]))
     if details:
         return frame
     return frame[task.output].rename(task.output)
 
 
-def _frame(results: list[RowResult], index: pd.Index, output: str) -> pd.DataFrame:
-    data: dict[str, Any] = {output: [r.text for r in results]}
-    for column in DETAIL_COLUMNS:
-        data[column] = [getattr(r, column) for r in results]
-    frame = pd.DataFrame(data, index=index)
-    return frame.astype({output: "string", **_DTYPES})
+def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
+    def counts(values: np.ndarray) -> pd.arrays.IntegerArray:
+        return pd.arrays.IntegerArray(values, mask=values < 0)
+
+    latency = results.latency_s
+    frame = pd.DataFrame(
+        {
+            output: pd.array(results.text, dtype="string"),
+            "error": pd.array(results.error, dtype="string"),
+            "cached": results.cached,
+            "model": pd.array(results.model, dtype="string"),
+            "latency_s": pd.arrays.FloatingArray(latency, mask=np.isnan(latency)),
+            "prompt_tokens": counts(results.prompt_tokens),
+            "completion_tokens": counts(results.completion_tokens),
+            "finish_reason": pd.array(results.finish_reason, dtype="string"),
+            "attempts": pd.array(results.attempts, dtype="Int64"),
+        },
+        index=index,
+    )
+    return frame
 
 
 def _summary(errors: pd.Series) -> str:

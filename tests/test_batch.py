@@ -175,3 +175,15 @@ def test_token_budget_rules() -> None:
     assert image >= 256 and out < 2048 and image + out < 2048
     with pytest.raises(RequestRejectedError, match="max-model-len"):
         token_budget(caption_task(), qwen, 40)
+
+
+def test_works_inside_a_running_event_loop(sim: VLLMSimulator, image_files: list[str]) -> None:
+    import asyncio
+
+    async def notebook_cell() -> list:
+        # What a Jupyter cell is: code running while the kernel's loop runs.
+        asyncio.get_running_loop()
+        return run_batch(image_files[:3], caption_task(max_tokens=8), _settings(sim), progress=False)
+
+    results = asyncio.run(notebook_cell())
+    assert [r.error for r in results] == [None, None, None]

@@ -211,6 +211,7 @@ class VLLMSimulator:
         seed: int = 0,
         completion_tokens: int = 16,
         context_check: str = "clamp",
+        keep_bodies: bool = True,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             msg = f"fault_rate must be within [0, 1], not {fault_rate}."
@@ -230,6 +231,7 @@ class VLLMSimulator:
         self.fault_rate = fault_rate
         self.completion_tokens = completion_tokens
         self.context_check = context_check
+        self.keep_bodies = keep_bodies  # False: log outcomes and image digests only (long benchmarks)
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
@@ -504,7 +506,12 @@ class VLLMSimulator:
                 except _Reject as exc:
                     reject = exc
             outcome = "ok" if reject is None else f"status:{reject.status}"
-        entry = dict(body) if isinstance(body, dict) else {"_raw": request.body[:1000].decode("utf-8", "replace")}
+        if not self.keep_bodies:
+            entry: dict[str, Any] = {}
+        elif isinstance(body, dict):
+            entry = dict(body)
+        else:
+            entry = {"_raw": request.body[:1000].decode("utf-8", "replace")}
         entry.update(_outcome=outcome, _time=arrival, _images=[image.digest for image in images])
         with self._lock:
             self.requests.append(entry)
