@@ -17,6 +17,7 @@ from caprl_nb.errors import (
     ImageError,
     ImageNotFoundError,
     ImageTooLargeError,
+    PathNotAllowedError,
     RequestRejectedError,
     ServerBusyError,
     ServerError,
@@ -30,6 +31,7 @@ from caprl_nb.prompts import CAPTION_PROMPT
 
 __all__ = [
     "CAPTION_PROMPT",
+    "Gallery",
     "BatchError",
     "CapRLError",
     "CapRLWarning",
@@ -40,6 +42,7 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
+    "PathNotAllowedError",
     "RequestRejectedError",
     "ServerBusyError",
     "ServerError",
@@ -53,3 +56,23 @@ __all__ = [
     "caption",
     "configure",
 ]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """Where Jupyter finds the server extension (enabled by jupyter-config/server-config)."""
+    from caprl_nb.server import CapRLApp
+
+    return [{"module": "caprl_nb.server", "app": CapRLApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "caprl-nb"}]
+
+
+def __getattr__(name: str) -> object:
+    # The widgets import ipywidgets/anywidget: load them on first use, not on `import caprl_nb`.
+    if name == "Gallery":
+        from caprl_nb.widgets import Gallery
+
+        return Gallery
+    raise AttributeError(f"module 'caprl_nb' has no attribute {name!r}")

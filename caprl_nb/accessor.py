@@ -6,12 +6,15 @@ wraps; every option travels with the call to :mod:`caprl_nb.frames`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from caprl_nb import frames
 from caprl_nb.errors import ColumnNotFoundError
+
+if TYPE_CHECKING:
+    from caprl_nb.widgets import ExtractionReview, Gallery
 
 __all__ = ["CapRLFrameAccessor", "CapRLSeriesAccessor"]
 
@@ -36,6 +39,36 @@ class CapRLFrameAccessor:
         """Ask ``question`` about each image in ``column``; see :func:`caprl_nb.ask`."""
         return frames.ask(self._column(column), question, **options)
 
+    def gallery(self, column: Any, caption: Any = "caption", **options: Any) -> Gallery:
+        """A gallery of ``column``'s images beside ``caption``; see :class:`caprl_nb.Gallery`."""
+        from caprl_nb.widgets import Gallery
+
+        self._column(column)
+        return Gallery(self._frame, column, caption, **options)
+
+    def apply_reviews(self, gallery: Gallery) -> pd.DataFrame:
+        """A new DataFrame with the gallery's ``review_status`` and reviewed caption columns."""
+        return gallery.apply(self._frame)
+
+    def extract(self, column: Any, schema: Any, **options: Any) -> pd.DataFrame:
+        """Fill ``schema`` from each image or PDF page; see :func:`caprl_nb.extract.extract`."""
+        from caprl_nb.extract import extract
+
+        return extract(self._column(column), schema, **options)
+
+    def chart_table(self, column: Any, **options: Any) -> pd.Series | pd.DataFrame:
+        """Each chart's data as a DataFrame; see :func:`caprl_nb.extract.chart_table`."""
+        from caprl_nb.extract import chart_table
+
+        return chart_table(self._column(column), **options)
+
+    def review_extraction(self, column: Any, result: Any, **options: Any) -> ExtractionReview:
+        """Review ``result`` (from ``extract`` or ``chart_table``) beside ``column``'s images;
+        see :class:`caprl_nb.widgets.ExtractionReview`."""
+        from caprl_nb.widgets.extraction import review_extraction
+
+        return review_extraction(self._frame, column, result, **options)
+
 
 @pd.api.extensions.register_series_accessor("caprl")
 class CapRLSeriesAccessor:
@@ -49,3 +82,13 @@ class CapRLSeriesAccessor:
 
     def ask(self, question: str, **options: Any) -> pd.Series | pd.DataFrame:
         return frames.ask(self._series, question, **options)
+
+    def extract(self, schema: Any, **options: Any) -> pd.DataFrame:
+        from caprl_nb.extract import extract
+
+        return extract(self._series, schema, **options)
+
+    def chart_table(self, **options: Any) -> pd.Series | pd.DataFrame:
+        from caprl_nb.extract import chart_table
+
+        return chart_table(self._series, **options)

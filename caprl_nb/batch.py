@@ -203,6 +203,12 @@ class BatchRunner:
                         i = self._info
                         self.store.remember_server(i.base_url, i.model, i.root, i.max_model_len, i.version)
                 self._model_for_keys = self._info.model
+                if self.task.json_schema is not None and self._info.version is None:
+                    self.notes.append(
+                        f"The server at {self.settings.base_url} did not report a vLLM version "
+                        "(GET /version), so it may not support structured outputs and could ignore "
+                        "the schema; answers are still validated against it."
+                    )
             return self._info
 
     # -- one row --------------------------------------------------------------------------
@@ -255,7 +261,7 @@ class BatchRunner:
                 top_p=s.top_p,
                 max_tokens=max_tokens,
                 repetition_penalty=s.repetition_penalty,
-                response_format=self.task.response_format,
+                structured=self.task.structured_request(info.version),
                 on_retry=self._count_retry,
             )
             del payload

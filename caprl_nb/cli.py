@@ -252,12 +252,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = resolve_settings(**_settings(args))
     info, _ = _probe(settings)
     proc = None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"base_url": settings.base_url, "model": settings.model}
     if info is None:
         _say(f"No CapRL server at {settings.base_url}; falling back to the offline smoke mode.")
         proc = _start_engine("tiny", "127.0.0.1", engine.free_port(), (), None, None)
         proc.wait_ready(timeout=300)
-        options = {"base_url": proc.base_url, "max_tokens": 64}
+        options = {"base_url": proc.base_url, "model": None, "max_tokens": 64}
     try:
         files = sorted(str(p) for p in SAMPLES.iterdir() if images.is_image_path(p))
         frame = pd.DataFrame({"image": files})
@@ -268,6 +268,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if proc is not None:
             _say(TINY_NOTICE)
         print(shown[["image", "cached", "latency_s", "completion_tokens", "finish_reason"]].to_string())
+        from caprl_nb.widgets import Gallery
+
+        page = Gallery(shown, "image", "caption", store=False).to_html(Path(args.html).resolve())
+        print(f"\nThe images beside their captions: {page.as_uri()}")
         return 0 if result["error"].isna().all() else 1
     finally:
         if proc is not None:
@@ -318,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_install_engine)
 
     p = sub.add_parser("demo", help="caption the bundled sample images and show them")
+    p.add_argument("--html", default="caprl-demo.html", help="where to write the static gallery")
     _common(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -10,6 +10,7 @@ OpenAI/httpx exceptions are translated into :mod:`caprl_nb.errors` here and nowh
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from caprl_nb.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["CapRLClient", "Completion", "ServerInfo", "fetch_server_info", "retry_delay"]
+__all__ = ["CapRLClient", "Completion", "ServerInfo", "fetch_plain", "fetch_server_info", "retry_delay"]
 
 T = TypeVar("T")
 
@@ -194,14 +195,20 @@ class CapRLClient:
         top_p: float,
         max_tokens: int,
         repetition_penalty: float,
-        response_format: dict[str, Any] | None = None,
+        structured: dict[str, Any] | None = None,
         on_retry: Callable[[int, BaseException, float], None] | None = None,
     ) -> Completion:
-        """One chat completion with retries; raises a ServerError subclass when it gives up."""
+        """One chat completion with retries; raises a ServerError subclass when it gives up.
+
+        ``structured`` holds the fields that constrain the answer (see Task.structured_request).
+        """
         extra: dict[str, Any] = {"repetition_penalty": repetition_penalty}
         kwargs: dict[str, Any] = {}
-        if response_format is not None:
-            kwargs["response_format"] = response_format
+        for key, value in (structured or {}).items():
+            if key == "response_format":
+                kwargs[key] = value
+            else:
+                extra[key] = value
         started = time.perf_counter()
 
         async def call() -> Any:
@@ -241,16 +248,17 @@ async def fetch_server_info(
 ) -> ServerInfo:
     """What the server at ``settings.base_url`` serves; ServerUnavailableError when nothing answers."""
     own = client is None
+    timeout = min(settings.read_timeout, INFO_TIMEOUT)
     if client is None:
         client = openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key,
             max_retries=0,
-            timeout=openai.Timeout(INFO_TIMEOUT, connect=min(settings.connect_timeout, INFO_TIMEOUT)),
+            timeout=openai.Timeout(timeout, connect=min(settings.connect_timeout, timeout)),
         )
     try:
         try:
-            listing = await client.models.list(timeout=INFO_TIMEOUT)
+            listing = await client.models.list(timeout=timeout)
         except openai.APIStatusError as exc:
             msg = (
                 f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models "
@@ -290,13 +298,22 @@ async def fetch_server_info(
 
 async def _server_version(settings: Settings) -> str | None:
     """vLLM's ``GET /version``; None for servers that do not have it."""
-    timeout = httpx.Timeout(INFO_TIMEOUT, connect=min(settings.connect_timeout, INFO_TIMEOUT))
+    text = await fetch_plain(settings, "/version")
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            response = await http.get(f"{settings.server_root}/version")
-        if response.status_code == 200:
-            version = response.json().get("version")
-            return str(version) if version else None
-    except (httpx.HTTPError, ValueError):
+        version = json.loads(text).get("version") if text else None
+    except (ValueError, AttributeError):
         return None
-    return None
+    return str(version) if version else None
+
+
+async def fetch_plain(settings: Settings, path: str) -> str | None:
+    """The body of ``GET <server root><path>`` (``/version``, ``/metrics``); None on any failure."""
+    limit = min(settings.read_timeout, INFO_TIMEOUT)
+    timeout = httpx.Timeout(limit, connect=min(settings.connect_timeout, limit))
+    headers = {"Authorization": f"Bearer {settings.api_key}"}
+    try:
+        async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
+            response = await http.get(f"{settings.server_root}{path}")
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None

@@ -9,6 +9,7 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
     CapRLError
     ├── ConfigError                 bad option or environment value
     ├── ColumnNotFoundError         (also KeyError) a column the frame does not have
+    ├── PathNotAllowedError         (also PermissionError) a path outside what may be read
     ├── ImageError                  one input could not become an image payload
     │   ├── ImageNotFoundError      no file / URL answered 404
     │   ├── ImageDecodeError        bytes that are not a readable image
@@ -44,6 +45,7 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
+    "PathNotAllowedError",
     "RequestRejectedError",
     "ServerBusyError",
     "ServerError",
@@ -77,6 +79,10 @@ class ColumnNotFoundError(CapRLError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class PathNotAllowedError(CapRLError, PermissionError):
+    """A path that leaves the directory it must stay in (``..`` or a symlink pointing out)."""
 
 
 class ImageError(CapRLError):

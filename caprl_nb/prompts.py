@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,7 +50,9 @@ class Task:
     prompt: str
     sampling: Sampling = field(default_factory=Sampling)
     output: str = "caption"  # the name of the result column
-    response_format: dict[str, Any] | None = None
+    # A JSON schema the answer must satisfy (vLLM structured outputs); see structured_request().
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
 
     def messages(self, image_url: str) -> list[dict[str, Any]]:
         """The chat messages: a single user turn, image first, then the text; no system turn."""
@@ -66,9 +69,27 @@ class Task:
     def params(self) -> dict[str, Any]:
         """Everything besides the image and model that changes the answer (part of the cache key)."""
         params: dict[str, Any] = {"task": self.name, "prompt": self.prompt, **asdict(self.sampling)}
-        if self.response_format is not None:
-            params["response_format"] = self.response_format
+        if self.json_schema is not None:
+            params["json_schema"] = self.json_schema
         return params
+
+    def structured_request(self, server_version: str | None) -> dict[str, Any]:
+        """Request fields that constrain the answer to ``json_schema``, in the server's dialect.
+
+        vLLM >= 0.12 takes OpenAI's ``response_format`` ``{"type": "json_schema", ...}``; older
+        servers took ``guided_json`` (newer ones ignore it silently and answer unconstrained).
+        Returns ``{}`` when the task has no schema; the keys go into the request body.
+        """
+        if self.json_schema is None:
+            return {}
+        if server_version is not None and _version_tuple(server_version) < (0, 12):
+            return {"guided_json": self.json_schema}
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": self.schema_name, "schema": self.json_schema, "strict": True},
+            }
+        }
 
     def cache_key(self, image_sha256: str, model: str) -> str:
         blob = json.dumps(
@@ -81,6 +102,15 @@ class Task:
     def prompt_token_estimate(self) -> int:
         """Text tokens of the turn around the image (chat template included), rounded up."""
         return len(self.prompt.encode()) // 2 + 32
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """"0.11.2", "0.12.0rc1+cpu" -> (0, 11, 2), (0, 12, 0); a part without digits counts as 0."""
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        parts.append(int(match.group()) if match else 0)
+    return tuple(parts)
 
 
 def _sampling(

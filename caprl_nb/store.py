@@ -82,10 +82,25 @@ def _m003_servers(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_reviews(db: sqlite3.Connection) -> None:
+    # A reviewer's decision on one (image, caption) pair: keyed by widgets.reviews.item_key.
+    db.execute(
+        """
+        CREATE TABLE reviews (
+            item TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            edited_caption TEXT,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_results,
     _m002_file_hashes,
     _m003_servers,
+    _m004_reviews,
 ]
 
 
@@ -206,6 +221,16 @@ class ResultStore:
         record["params"] = json.loads(record["params"])
         return record
 
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest results, text cut to 300 characters."""
+        rows = self._run(
+            "SELECT input, substr(text, 1, 300), model, task, created_at FROM results "
+            "ORDER BY created_at DESC LIMIT ?",
+            (int(limit),),
+        )
+        names = ("input", "text", "model", "task", "created_at")
+        return [dict(zip(names, row)) for row in rows]
+
     def count(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM results")[0][0])
 
@@ -241,6 +266,30 @@ class ResultStore:
         if not rows:
             return None
         return dict(zip(("model", "model_root", "max_model_len", "version", "seen_at"), rows[0]))
+
+    # -- reviews --------------------------------------------------------------------------
+    def reviews(self, items: list[str]) -> dict[str, tuple[str, str | None]]:
+        """Stored decisions for ``items``: item -> (status, edited caption)."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            rows = self._run(
+                "SELECT item, status, edited_caption FROM reviews "
+                f"WHERE item IN ({', '.join('?' for _ in chunk)})",
+                tuple(chunk),
+            )
+            found.update({item: (status, edited) for item, status, edited in rows})
+        return found
+
+    def put_review(self, item: str, status: str, edited_caption: str | None) -> None:
+        """Record a decision; ``status="unreviewed"`` forgets it."""
+        if status == "unreviewed":
+            self._run("DELETE FROM reviews WHERE item = ?", (item,))
+        else:
+            self._run(
+                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
+                (item, status, edited_caption, time.time()),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -93,3 +93,15 @@ def test_caption_without_server(folder: Path) -> None:
 
     done = _cli("caption", str(folder), "--base-url", f"http://127.0.0.1:{free_port()}/v1", "-q")
     assert done.returncode == 2 and "caprl-nb serve" in done.stderr
+
+
+@pytest.mark.vllm
+def test_demo_captions_the_samples_and_writes_a_gallery(vllm_server: str, tmp_path: Path) -> None:
+    page = tmp_path / "demo.html"
+    done = _cli("demo", "--base-url", vllm_server, "--html", str(page), timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("bar_chart.png", "invoice.png", "line_chart.png", "mountains.jpg"):
+        assert name in done.stdout
+    assert page.as_uri() in done.stdout
+    assert page.read_text().count('<div class="card"') == 4
+    assert "OFFLINE SMOKE MODE" not in done.stderr  # a server answered: no fallback

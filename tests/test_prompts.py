@@ -40,3 +40,18 @@ def test_ask_needs_a_question() -> None:
     assert ask_task("How many cats?").output == "answer"
     with pytest.raises(ConfigError, match="question"):
         ask_task("")
+
+
+def test_structured_request_dialects() -> None:
+    from dataclasses import replace
+
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    task = replace(caption_task(), json_schema=schema, schema_name="chart")
+    modern = task.structured_request("0.32.0")
+    assert modern["response_format"]["type"] == "json_schema"
+    assert modern["response_format"]["json_schema"]["schema"] == schema
+    assert task.structured_request(None) == modern  # unknown: assume the current form
+    assert task.structured_request("0.11.2") == {"guided_json": schema}
+    assert task.structured_request("0.12.0rc1+cpu") == modern
+    assert caption_task().structured_request("0.32.0") == {}
+    assert task.cache_key("a", "m") != caption_task().cache_key("a", "m")

@@ -1,0 +1,165 @@
+"""A chart's underlying data as a DataFrame: the schema and prompt we ask with, and the table.
+
+The model is asked to transcribe, not to compute: values are written as printed on the chart
+(``"1,200"``, ``"12%"``, ``"−3.5"``) or as plain numbers, and :func:`parse_number` reads them
+here, so a separator or a unit never costs a validation failure.
+
+A table has the x values (categories, years, or numbers for a scatter plot) in its first
+column, named after the x-axis label (``"x"`` when there is none), then one column per data
+series named after its legend entry. ``table.attrs`` holds ``title``, ``x_label``, ``y_label``
+and ``units``. Series columns whose every value is a number are ``Float64``; the x column is
+``Int64`` or ``Float64`` when every x value is a number, else ``string``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from caprl_nb.extract.parse import parse_number
+
+__all__ = ["CHART_PROMPT", "CHART_SCHEMA", "concat_tables", "to_table"]
+
+# Bounds on every string and list: a model that starts repeating itself inside a string (small
+# and quantised models do) is stopped by the grammar instead of eating all of max_tokens.
+_VALUE = {"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 40}, {"type": "null"}]}
+_MAX_POINTS = 200
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": limit}
+
+
+CHART_SCHEMA: dict[str, Any] = {
+    "title": "chart_table",
+    "type": "object",
+    "properties": {
+        "title": _text(200),
+        "x_label": _text(100),
+        "y_label": _text(100),
+        "units": _text(40),
+        "x": {"type": "array", "items": _VALUE, "maxItems": _MAX_POINTS},
+        "series": {
+            "type": "array",
+            "maxItems": 30,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": _text(100),
+                    "values": {"type": "array", "items": _VALUE, "maxItems": _MAX_POINTS},
+                },
+                "required": ["name", "values"],
+            },
+        },
+    },
+    "required": ["title", "x_label", "y_label", "units", "x", "series"],
+}
+
+CHART_PROMPT = (
+    "Read the data behind this chart and answer with one JSON object with these keys:\n"
+    '"title": the chart title ("" if none);\n'
+    '"x_label": the label of the x axis, or of the categories ("" if none);\n'
+    '"y_label": the label of the y axis, or of the values ("" if none);\n'
+    '"units": the unit of the values, e.g. "%", "USD", "millions" ("" if none);\n'
+    '"x": every x value or category label, in order (left to right, or top to bottom; '
+    "the slice labels of a pie chart);\n"
+    '"series": one entry per data series (legend entry, or a single one when there is no '
+    'legend), each {"name": ..., "values": [...]} with one value per x value, in the same '
+    "order, null where the series has no value.\n"
+    "Write each value as the chart shows it or as a plain number; read unlabeled values off "
+    "the axis as precisely as you can."
+)
+
+
+def _numeric(values: list[Any]) -> tuple[list[float | None], bool]:
+    """Parsed numbers, and whether every present value was one."""
+    parsed = [parse_number(v) for v in values]
+    present = [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
+    ok = sum(p is not None for p in parsed) == len(present)
+    return parsed, ok
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            name = f"{name} ({seen[name]})"
+        seen.setdefault(name, 1)
+        out.append(name)
+    return out
+
+
+def to_table(answer: dict[str, Any]) -> pd.DataFrame:
+    """The DataFrame for one validated :data:`CHART_SCHEMA` answer (see the module docstring).
+
+    Series shorter than ``x`` are padded with NA; when a series is longer, ``x`` is padded
+    with NA instead, so no value the model wrote is dropped.
+    """
+    x = list(answer.get("x") or [])
+    series = [s for s in answer.get("series") or [] if isinstance(s, dict)]
+    length = max([len(x)] + [len(s.get("values") or []) for s in series])
+    x += [None] * (length - len(x))
+    x_name = str(answer.get("x_label") or "").strip() or "x"
+    names = [str(s.get("name") or "").strip() or f"series {i}" for i, s in enumerate(series, 1)]
+    names = _unique([x_name, *names])
+    columns: dict[str, Any] = {}
+    parsed_x, numeric_x = _numeric(x)
+    if numeric_x and any(v is not None for v in parsed_x):
+        integral = all(v is None or float(v).is_integer() for v in parsed_x)
+        columns[names[0]] = pd.array(
+            [None if v is None else (int(v) if integral else v) for v in parsed_x],
+            dtype="Int64" if integral else "Float64",
+        )
+    else:
+        columns[names[0]] = pd.array(
+            [None if v is None else str(v) for v in x], dtype="string"
+        )
+    for name, entry in zip(names[1:], series):
+        values = list(entry.get("values") or [])
+        values += [None] * (length - len(values))
+        parsed, numeric = _numeric(values)
+        if numeric:
+            columns[name] = pd.array(parsed, dtype="Float64")
+        else:
+            columns[name] = pd.array([None if v is None else str(v) for v in values], dtype="string")
+    table = pd.DataFrame(columns, index=pd.RangeIndex(length))
+    table.attrs = {key: str(answer.get(key) or "") for key in ("title", "x_label", "y_label", "units")}
+    return table
+
+
+def concat_tables(tables: pd.Series, *, key: str | None = None) -> pd.DataFrame:
+    """Every table in ``tables`` (as :meth:`chart_table` returns) in one long-form DataFrame.
+
+    One row per value: ``key`` (the row's label in ``tables``; the index's name, else ``"row"``),
+    ``x`` (the table's first column), ``series`` (the column name) and ``value``.
+    Missing tables (failed rows) are skipped.
+    ``value`` is ``Float64`` when every table's values are numbers, else ``object``.
+    """
+    key = key or (str(tables.index.name) if tables.index.name is not None else "row")
+    parts = []
+    for label, table in tables.items():
+        if not isinstance(table, pd.DataFrame) or table.shape[1] == 0:
+            continue
+        x = table.columns[0]
+        long = table.melt(id_vars=[x], var_name="series", value_name="value")
+        if long.empty:
+            continue
+        long = long.rename(columns={x: "x"})
+        long["x"] = long["x"].astype(object)
+        long.insert(0, key, pd.Index([label] * len(long), dtype=tables.index.dtype))
+        parts.append(long)
+    if not parts:
+        return pd.DataFrame({
+            key: pd.Index([], dtype=tables.index.dtype), "x": pd.Series([], dtype=object),
+            "series": pd.Series([], dtype="string"), "value": pd.Series([], dtype="Float64"),
+        })
+    out = pd.concat(parts, ignore_index=True)
+    try:
+        out["value"] = out["value"].astype("Float64")
+    except (TypeError, ValueError):
+        out["value"] = out["value"].astype(object)
+    out["series"] = out["series"].astype("string")
+    return out

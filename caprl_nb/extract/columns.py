@@ -1,0 +1,268 @@
+"""Structured answers as typed columns: ``extract`` and ``chart_table``.
+
+Both build a :class:`~caprl_nb.prompts.Task` carrying the JSON schema and hand it to
+:func:`caprl_nb.frames.run_task`, so they share the batch machinery of captioning: concurrency,
+retries, progress, and the result store (whose key includes the schema). The schema is sent as
+vLLM structured outputs (``Task.structured_request`` picks the server's dialect); each answer is
+then parsed tolerantly and validated strictly (:mod:`caprl_nb.extract.parse`,
+:mod:`caprl_nb.extract.schema`). A row that fails anywhere (request, parse, cut off at
+``max_tokens``, validation) is NA with its reason in ``error``; nothing raises halfway.
+
+Sampling defaults differ from captioning: ``temperature=0.0`` (greedy). Extraction has one
+right answer per field; sampling at CapRL's caption temperature of 1.0 would occasionally pick
+a less likely digit or name, and two runs of the same call would disagree (the store would
+keep whichever came first). Pass ``temperature=`` to sample anyway. ``max_tokens`` defaults to
+2048, enough for a chart table of a few hundred values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pandas as pd
+
+from caprl_nb import frames, images
+from caprl_nb.errors import BatchError, CapRLWarning, ConfigError, warn
+from caprl_nb.extract.charts import CHART_PROMPT, CHART_SCHEMA, to_table
+from caprl_nb.extract.pages import expand_pdfs
+from caprl_nb.extract.parse import parse_answer
+from caprl_nb.extract.schema import Schema, as_schema, column
+from caprl_nb.prompts import Sampling, Task
+
+__all__ = ["EXTRACT_PROMPT", "chart_table", "extract", "extraction_task"]
+
+Errors = Literal["coerce", "raise"]
+
+EXTRACT_PROMPT = (
+    "Extract the information this JSON schema describes from the image. Answer with one JSON "
+    "object that matches the schema and nothing else. Copy text exactly as it appears; write "
+    "numbers as plain JSON numbers, without thousands separators, currency symbols or units."
+)
+DEFAULT_MAX_TOKENS = 2048
+DEFAULT_TEMPERATURE = 0.0
+RAW = "raw"  # the column holding the model's text with details=True
+# frames.run_task's one-line summary of failed rows; extraction issues its own, covering both.
+_SUMMARY = re.compile(r"\d+ row\(s\) failed \(")
+
+
+def extraction_task(
+    schema: Any,
+    *,
+    prompt: str | None = None,
+    name: str = "extract",
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> Task:
+    """The Task ``extract`` sends: ``prompt`` (default :data:`EXTRACT_PROMPT`) plus the schema.
+
+    The schema travels twice: in the text, so the model knows the field names and meanings,
+    and as ``response_format``, so a vLLM server constrains the answer to it.
+    """
+    spec = as_schema(schema)
+    text = EXTRACT_PROMPT if prompt is None else prompt
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("prompt must be a non-empty string; leave it out for the default.")
+    if name == "extract":
+        text = f"{text}\nJSON schema: {json.dumps(spec.json_schema, separators=(',', ':'))}"
+    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+             "repetition_penalty": repetition_penalty}
+    sampling = Sampling(**{
+        "max_tokens": DEFAULT_MAX_TOKENS, "temperature": DEFAULT_TEMPERATURE,
+        **{k: v for k, v in given.items() if v is not None},
+    })
+    return Task(name, text, sampling, RAW, json_schema=spec.json_schema, schema_name=spec.name)
+
+
+@contextlib.contextmanager
+def _batch_notes() -> Iterator[None]:
+    """Pass the batch's warnings on, except run_task's failed-row summary (we write our own)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            pending = list(caught)
+    for item in pending:
+        if issubclass(item.category, CapRLWarning):
+            if not _SUMMARY.match(str(item.message)):
+                warn(str(item.message))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
+
+def _run(
+    images_: Any,
+    spec: Schema,
+    task: Task,
+    *,
+    details: bool,
+    errors: Errors,
+    cache: bool,
+    progress: bool,
+    settings: dict[str, Any],
+) -> tuple[pd.DataFrame, list[dict[str, Any] | None]]:
+    """The extraction frame (page, fields, error[, raw, provenance]) and each row's answer."""
+    if errors not in ("coerce", "raise"):
+        raise ConfigError(f"errors must be 'coerce' or 'raise', got {errors!r}.")
+    provenance = [c for c in frames.DETAIL_COLUMNS if c != "error"]
+    own = ["page", "error", *([RAW, *provenance] if details else [])]
+    clash = sorted(set(spec.dtypes) & set(own))
+    if clash:
+        msg = (
+            f"The schema's field(s) {clash} clash with the result's own columns {own}. Rename "
+            "them (another property name, or a pydantic Field(alias=...))."
+        )
+        raise ConfigError(msg)
+    source = frames._as_series(images_)
+    expanded = expand_pdfs(source.array)
+    n = len(expanded.values)
+    sent = [i for i in range(n) if i not in expanded.errors]
+    batch = pd.Series([None] * len(sent), dtype=object)
+    for j, i in enumerate(sent):
+        batch.iat[j] = expanded.values[i]
+    columns = [RAW, *frames.DETAIL_COLUMNS]
+    if sent:
+        with _batch_notes():
+            ran = frames.run_task(batch, task, details=True, errors="coerce", cache=cache,
+                                  progress=progress, **settings)
+        ran.index = pd.Index(sent)
+        raw = ran.reindex(pd.RangeIndex(n))
+    else:
+        raw = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in columns})
+    raw["cached"] = raw["cached"].astype("boolean").fillna(False).astype(bool)
+
+    answers: list[dict[str, Any] | None] = [None] * n
+    row_errors: list[str | None] = list(raw["error"].astype(object).where(raw["error"].notna(), None))
+    for i, why in expanded.errors.items():
+        row_errors[i] = why
+    for i in range(n):
+        text = raw[RAW].iat[i]
+        if row_errors[i] is not None or pd.isna(text):
+            continue
+        used = raw["completion_tokens"].iat[i]
+        parsed = parse_answer(
+            str(text),
+            finish_reason=None if pd.isna(raw["finish_reason"].iat[i]) else raw["finish_reason"].iat[i],
+            max_tokens=int(used) if not pd.isna(used) else task.sampling.max_tokens,
+        )
+        if parsed.error is not None:
+            row_errors[i] = parsed.error
+            continue
+        assert parsed.value is not None
+        answers[i], row_errors[i] = spec.validate(parsed.value)
+
+    index = expanded.index(source.index)
+    out: dict[str, Any] = {}
+    if expanded.any_pdf:
+        out["page"] = expanded.page_column()
+    for name, dtype in spec.dtypes.items():
+        out[name] = column([a.get(name) if a else None for a in answers], dtype)
+    out["error"] = pd.array(row_errors, dtype="string")
+    if details:
+        for name in columns:
+            if name != "error":
+                out[name] = raw[name].array
+    frame = pd.DataFrame(out, index=index)
+
+    failed = frame["error"].notna()
+    if failed.any():
+        if errors == "raise":
+            described = [
+                images.describe(source.iat[p]) + (f" page {pg}" if pg is not None else "")
+                for p, pg in zip(expanded.positions, expanded.pages)
+            ]
+            cases = pd.DataFrame({"input": described, "error": frame["error"]}, index=index)
+            raise BatchError(cases[failed.to_numpy()], total=len(frame))
+        warn(frames._summary(frame["error"][failed]))
+    return frame, answers
+
+
+def extract(
+    images: Any,
+    schema: Any,
+    *,
+    prompt: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    details: bool = False,
+    errors: Errors = "coerce",
+    cache: bool = True,
+    progress: bool = True,
+    **settings: Any,
+) -> pd.DataFrame:
+    """Fill ``schema`` from every image: one column per top-level field, plus ``error``.
+
+    ``schema`` is a pydantic model class or a JSON-schema dict for one object. Columns are
+    typed as the schema says (integer -> Int64, number -> Float64, boolean -> boolean,
+    string -> string; nested objects and arrays stay Python objects) and aligned on the
+    images' index. A row whose request, parse or validation failed has NA fields and its
+    reason in ``error`` (e.g. ``"ValidationError: field 'total': ..."`` or
+    ``"Truncated: cut off at max_tokens=256; raise max_tokens ..."``).
+
+    PDFs (paths ending in ``.pdf``, or PDF bytes) expand to one row per page: the result
+    gains a ``page`` column (1-based; NA for other rows) and repeats the row's label once per
+    page. ``details=True`` adds the model's text (``raw``) and provenance (``cached``,
+    ``model``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
+    ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
+    ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
+    """
+    spec = as_schema(schema)
+    task = extraction_task(
+        spec, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        repetition_penalty=repetition_penalty,
+    )
+    frame, _answers = _run(images, spec, task, details=details, errors=errors, cache=cache,
+                           progress=progress, settings=settings)
+    return frame
+
+
+def chart_table(
+    images: Any,
+    *,
+    prompt: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    details: bool = False,
+    errors: Errors = "coerce",
+    cache: bool = True,
+    progress: bool = True,
+    **settings: Any,
+) -> pd.Series | pd.DataFrame:
+    """Each chart's underlying data as a DataFrame; a Series named ``table`` aligned on the index.
+
+    A table's first column holds the x values (named after the x-axis label), then one
+    column per series, numbers parsed (``"1,234"``, ``"12%"``, ``"(5)"``, ``"−3"``) into
+    numeric dtypes; ``table.attrs`` holds ``title``, ``x_label``, ``y_label``, ``units``
+    (see :mod:`caprl_nb.extract.charts`). Failed rows are None; ``details=True`` returns a
+    DataFrame with ``table``, ``title``, ``x_label``, ``y_label``, ``units``, ``error``, the
+    model's text and provenance. :func:`caprl_nb.extract.concat_tables` stacks the tables.
+    Options as :func:`extract`.
+    """
+    spec = as_schema(CHART_SCHEMA)
+    task = extraction_task(
+        spec, prompt=CHART_PROMPT if prompt is None else prompt, name="chart_table",
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        repetition_penalty=repetition_penalty,
+    )
+    frame, answers = _run(images, spec, task, details=details, errors=errors, cache=cache,
+                          progress=progress, settings=settings)
+    tables = pd.Series([None] * len(frame), index=frame.index, dtype=object, name="table")
+    for i, answer in enumerate(answers):
+        if answer is not None:
+            tables.iat[i] = to_table(answer)
+    if not details:
+        return tables
+    out = frame.drop(columns=["x", "series"])
+    out.insert(1 if "page" in out.columns else 0, "table", tables)
+    return out

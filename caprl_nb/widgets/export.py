@@ -1,0 +1,75 @@
+"""Static HTML: a gallery file that opens offline, and the preview a saved notebook shows.
+
+Every model- or file-produced string is escaped with :func:`html.escape`; the file carries a
+Content-Security-Policy that allows no script and no network at all, only inline styles and
+the embedded ``data:`` images.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from caprl_nb.widgets.thumbnails import Thumbnail
+
+__all__ = ["card_html", "write_html"]
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; background: #fafafa; }
+h1 { font-size: 20px; font-weight: 600; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 16px; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: 10px; }
+.card img { width: 100%; height: 220px; object-fit: contain; background: #f0f0f0; border-radius: 4px; }
+.meta { font-size: 12px; color: #666; margin: 6px 0; overflow-wrap: anywhere; }
+.status { display: inline-block; padding: 1px 6px; border-radius: 8px; background: #eee; font-size: 11px; }
+.status.accepted { background: #d8f3dc; } .status.rejected { background: #ffd6d6; }
+.status.edited { background: #dde7ff; }
+.caption { white-space: pre-wrap; font-size: 13px; line-height: 1.45; max-height: 260px; overflow: auto; }
+.error { color: #b00020; font-size: 13px; white-space: pre-wrap; }
+.missing { height: 220px; display: flex; align-items: center; justify-content: center; color: #999; }
+"""
+
+
+def card_html(row: dict[str, Any], thumb: Thumbnail | str | None) -> str:
+    """One row as an HTML card; every string escaped."""
+    esc = html.escape
+    if isinstance(thumb, Thumbnail):
+        image = f'<img alt="{esc(row["source"])}" src="{thumb.data_url}">'
+    else:
+        image = f'<div class="missing">{esc(thumb or "no image")}</div>'
+    text = row["edited"] if row["edited"] is not None else row["caption"]
+    body = f'<div class="caption">{esc(text)}</div>' if text is not None else ""
+    error = f'<div class="error">{esc(row["error"])}</div>' if row["error"] else ""
+    status = esc(row["status"])
+    meta = " · ".join(f"{esc(k)} {esc(v)}" for k, v in row["meta"].items() if v)
+    return (
+        f'<div class="card" style="max-width:340px">{image}'
+        f'<div class="meta"><span class="status {status}">{status}</span> '
+        f'{esc(row["label"])} · {esc(row["source"])}{" · " + meta if meta else ""}</div>'
+        f"{body}{error}</div>"
+    )
+
+
+def write_html(
+    path: Path,
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    thumbnail: Callable[[int], Thumbnail | str],
+) -> Path:
+    """Write every row as a card into one self-contained file; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        out.write(
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><div class=\"grid\">"
+        )
+        for row in rows:
+            out.write(card_html(row, thumbnail(row["id"])))
+        out.write("</div></body></html>\n")
+    return path

@@ -1,0 +1,147 @@
+"""Review state: accept, reject or edit each row's text; persisted in the result store.
+
+One :class:`ReviewModel` per gallery (and per extraction review). A decision is keyed by
+:func:`item_key`, a hash of the row's image identity and its original text, so reopening a
+gallery on the same rows, in any later kernel, shows the earlier decisions, and a new caption
+for the same image starts unreviewed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from caprl_nb.errors import ConfigError
+from caprl_nb.store import ResultStore
+
+__all__ = ["STATUSES", "ReviewModel", "item_key"]
+
+STATUSES = ("unreviewed", "accepted", "rejected", "edited")
+_CODE = {status: code for code, status in enumerate(STATUSES)}
+
+
+def _image_identity(value: object) -> bytes:
+    """Cheap, stable identity of an image value: a path or URL as text, in-memory data hashed."""
+    if isinstance(value, os.PathLike) or isinstance(value, str):
+        text = os.fspath(value)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "surrogateescape")
+        if not text.startswith(("http://", "https://", "data:")):
+            text = os.path.abspath(os.path.expanduser(text))
+        return b"text\0" + text.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"bytes\0" + hashlib.sha256(bytes(value)).digest()
+    if isinstance(value, np.ndarray):
+        head = f"{value.dtype}{value.shape}".encode()
+        return b"array\0" + head + hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest()
+    try:
+        from PIL import Image
+
+        if isinstance(value, Image.Image):
+            head = f"{value.mode}{value.size}".encode()
+            return b"pil\0" + head + hashlib.sha256(value.tobytes()).digest()
+    except ImportError:  # Pillow is a dependency; kept narrow for clarity
+        pass
+    return b"repr\0" + repr(value).encode()
+
+
+def item_key(image: object, text: object) -> str:
+    """The key a decision is stored under: (image identity, original text)."""
+    h = hashlib.sha256(_image_identity(image))
+    h.update(b"\0text\0")
+    missing = text is None or (not isinstance(text, str) and bool(pd.isna(text)))
+    h.update(b"" if missing else str(text).encode())
+    return h.hexdigest()
+
+
+class ReviewModel:
+    """Statuses and edits for ``n`` rows, written through to a :class:`ResultStore`."""
+
+    def __init__(self, items: Sequence[str], store: ResultStore | None) -> None:
+        self.items = list(items)
+        self.store = store
+        self.codes = np.zeros(len(self.items), dtype=np.int8)
+        self.edits: dict[int, str] = {}
+        if store is not None:
+            stored = store.reviews(self.items)
+            for row, item in enumerate(self.items):
+                if item in stored:
+                    status, edited = stored[item]
+                    self.codes[row] = _CODE.get(status, 0)
+                    if status == "edited" and edited is not None:
+                        self.edits[row] = edited
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def status(self, row: int) -> str:
+        return STATUSES[self.codes[row]]
+
+    def edited(self, row: int) -> str | None:
+        return self.edits.get(row)
+
+    def set_status(self, row: int, status: str) -> None:
+        """Accept, reject or reset (``"unreviewed"``) one row; resetting drops its edit."""
+        if status not in ("accepted", "rejected", "unreviewed"):
+            msg = f"A review status is 'accepted', 'rejected' or 'unreviewed', not {status!r}."
+            raise ConfigError(msg)
+        self.codes[row] = _CODE[status]
+        if status != "accepted":
+            self.edits.pop(row, None)
+        elif row in self.edits:
+            # Accepting an edited row keeps the edit: an edit is an accepted, corrected text.
+            self.codes[row] = _CODE["edited"]
+        self._persist(row)
+
+    def set_edit(self, row: int, text: str) -> None:
+        if not isinstance(text, str):
+            raise ConfigError(f"An edited caption must be text, not {type(text).__name__}.")
+        self.edits[row] = text
+        self.codes[row] = _CODE["edited"]
+        self._persist(row)
+
+    def _persist(self, row: int) -> None:
+        if self.store is not None:
+            self.store.put_review(self.items[row], self.status(row), self.edits.get(row))
+
+    def counts(self) -> dict[str, int]:
+        tally = np.bincount(self.codes, minlength=len(STATUSES))
+        return {status: int(tally[code]) for status, code in _CODE.items()}
+
+    def frame(self, index: pd.Index) -> pd.DataFrame:
+        """Reviewed rows only: ``status`` and ``edited_caption`` (NA unless edited), on ``index``."""
+        reviewed = np.flatnonzero(self.codes)
+        return pd.DataFrame(
+            {
+                "status": pd.array([STATUSES[c] for c in self.codes[reviewed]], dtype="string"),
+                "edited_caption": pd.array([self.edits.get(int(r)) for r in reviewed], dtype="string"),
+            },
+            index=index[reviewed],
+        )
+
+    def apply(self, frame: pd.DataFrame, index: pd.Index, text_column: Any) -> pd.DataFrame:
+        """A copy of ``frame`` with ``review_status`` and ``reviewed_<text_column>`` columns.
+
+        Rows are matched on ``index`` (the reviewed frame's index); rows the review never saw
+        are ``unreviewed``. The reviewed text is the edit where there is one, else the original.
+        """
+        if not index.is_unique:
+            msg = "The reviewed frame's index has duplicates; reset_index() before reviewing."
+            raise ConfigError(msg)
+        statuses = pd.Series([STATUSES[c] for c in self.codes], index=index, dtype="string")
+        out = frame.copy()
+        aligned = statuses.reindex(out.index)
+        out["review_status"] = aligned.fillna("unreviewed").astype("string")
+        original = out[text_column].astype("string") if text_column in out.columns else pd.Series(
+            pd.NA, index=out.index, dtype="string"
+        )
+        edits = pd.Series(
+            {index[row]: text for row, text in self.edits.items()}, dtype="string"
+        ).reindex(out.index)
+        out[f"reviewed_{text_column}"] = edits.fillna(original).astype("string")
+        return out

@@ -1,0 +1,206 @@
+"""The gallery's Python side: view, messages, reviews, persistence (no browser here)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import caprl_nb
+from caprl_nb.errors import ColumnNotFoundError, ConfigError
+from caprl_nb.widgets import Gallery
+
+from .conftest import make_images
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def frame(tmp_path: Path) -> pd.DataFrame:
+    files = make_images(tmp_path / "img", 30)
+    captions = [f"A photo number {i} of a {'Cat' if i % 3 == 0 else 'dog'}" for i in range(30)]
+    errors: list[Any] = [None] * 30
+    captions[5], errors[5] = None, "ImageDecodeError: broken [input: file 'x.png']"
+    captions[7] = XSS
+    return pd.DataFrame(
+        {"image": files, "caption": captions, "error": errors, "latency_s": np.linspace(3, 0.1, 30)},
+        index=[f"row{i}" for i in range(30)],
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[dict, list]] = []
+
+    def __call__(self, content: dict, buffers: list | None = None) -> None:
+        self.messages.append((content, list(buffers or [])))
+
+    def of(self, kind: str) -> list[tuple[dict, list]]:
+        return [m for m in self.messages if m[0]["type"] == kind]
+
+    def wait_for(self, kind: str, count: int = 1, timeout: float = 20) -> list[tuple[dict, list]]:
+        deadline = time.monotonic() + timeout
+        while len(self.of(kind)) < count:
+            assert time.monotonic() < deadline, f"no {kind!r} message within {timeout} s"
+            time.sleep(0.01)
+        return self.of(kind)
+
+
+@pytest.fixture
+def gallery(frame: pd.DataFrame) -> tuple[Gallery, Recorder]:
+    g = frame.caprl.gallery("image", caption="caption")
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]  # capture what would go to the front end
+    yield g, rec
+    g.close()
+
+
+def _msg(g: Gallery, **content: Any) -> None:
+    g._on_msg(g, content, [])
+
+
+def test_initial_state(gallery: tuple[Gallery, Recorder]) -> None:
+    g, _ = gallery
+    assert g.total == 30 and g.view_count == 30
+    assert g.counts == {"all": 30, "unreviewed": 30, "accepted": 0, "rejected": 0, "edited": 0, "failed": 1}
+    assert g.sort_options == ["latency_s"]
+
+
+def test_window_sends_rows_then_thumbnails(gallery: tuple[Gallery, Recorder]) -> None:
+    g, rec = gallery
+    _msg(g, type="window", version=g.view_version, start=0, end=10)
+    rows = rec.of("rows")[0][0]
+    assert rows["start"] == 0 and [r["id"] for r in rows["rows"]] == list(range(10))
+    row5 = rows["rows"][5]
+    assert row5["caption"] is None and "ImageDecodeError" in row5["error"]
+    assert rows["rows"][7]["caption"] == XSS  # sent as data; the front end renders it as text
+    assert rows["rows"][0]["meta"] == {"latency_s": "3"}
+    thumbs = rec.wait_for("thumbs")
+    deadline = time.monotonic() + 20
+    while sum(len(m[0]["ids"]) for m in rec.of("thumbs")) < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    content, buffers = thumbs[0]
+    assert len(content["ids"]) == len(buffers) and buffers[0][:2] in (b"\xff\xd8", b"\x89P")
+
+
+def test_window_is_clamped(gallery: tuple[Gallery, Recorder]) -> None:
+    g, rec = gallery
+    _msg(g, type="window", version=1, start=25, end=500)
+    assert [r["pos"] for r in rec.of("rows")[0][0]["rows"]] == [25, 26, 27, 28, 29]
+
+
+def test_search_filter_sort(gallery: tuple[Gallery, Recorder]) -> None:
+    g, rec = gallery
+    version = g.view_version
+    g.query = "CAT"  # case-insensitive substring
+    assert g.view_count == 10 and g.view_version == version + 1
+    g.query = "img00012"  # the source file name is searchable too
+    assert g.view_count == 1
+    g.query = ""
+    g.status_filter = "failed"
+    assert g.view_count == 1
+    g.status_filter = "all"
+    g.sort_by, g.sort_descending = "latency_s", False
+    _msg(g, type="window", version=g.view_version, start=0, end=3)
+    assert [r["id"] for r in rec.of("rows")[-1][0]["rows"]] == [29, 28, 27]
+    with pytest.raises(ConfigError, match="status_filter"):
+        g.status_filter = "bogus"
+
+
+def test_review_edit_and_apply(gallery: tuple[Gallery, Recorder], frame: pd.DataFrame) -> None:
+    g, rec = gallery
+    _msg(g, type="review", id=0, status="accepted")
+    _msg(g, type="review", id=1, status="rejected")
+    _msg(g, type="edit", id=2, caption="A better caption")
+    assert rec.of("row")[-1][0]["row"]["edited"] == "A better caption"
+    assert g.counts["accepted"] == 1 and g.counts["rejected"] == 1 and g.counts["edited"] == 1
+    reviews = g.reviews
+    assert list(reviews.index) == ["row0", "row1", "row2"]
+    assert reviews["status"].tolist() == ["accepted", "rejected", "edited"]
+    assert reviews["edited_caption"].isna().tolist() == [True, True, False]
+    out = frame.caprl.apply_reviews(g)
+    assert "review_status" not in frame.columns  # the caller's frame is untouched
+    assert out.loc["row2", "reviewed_caption"] == "A better caption"
+    assert out.loc["row0", "reviewed_caption"] == frame.loc["row0", "caption"]
+    assert out["review_status"].value_counts()["unreviewed"] == 27
+    g.status_filter = "edited"
+    assert g.view_count == 1
+    g.query = "better"
+    assert g.view_count == 1  # search sees the edit
+
+
+def test_reviews_persist_across_galleries(frame: pd.DataFrame) -> None:
+    first = Gallery(frame, "image")
+    first.review("row3", "accepted")
+    first.edit("row4", "fixed")
+    first.close()
+    again = Gallery(frame, "image")
+    assert again.reviews["status"].to_dict() == {"row3": "accepted", "row4": "edited"}
+    assert again.counts["accepted"] == 1
+    changed = frame.copy()
+    changed.loc["row3", "caption"] = "a new caption for the same image"
+    fresh = Gallery(changed, "image")
+    assert "row3" not in fresh.reviews.index  # a new caption starts unreviewed
+    again.review("row3", "unreviewed")
+    assert "row3" not in Gallery(frame, "image").reviews.index
+
+
+def test_detail_sends_a_large_image(gallery: tuple[Gallery, Recorder]) -> None:
+    g, rec = gallery
+    _msg(g, type="detail", id=3)
+    content, buffers = rec.wait_for("detail")[0]
+    assert content["id"] == 3 and content["width"] == 96 and len(buffers) == 1
+
+
+def test_detail_of_unreadable_image_reports_error(frame: pd.DataFrame, tmp_path: Path) -> None:
+    frame = frame.copy()
+    frame.loc["row0", "image"] = str(tmp_path / "gone.png")
+    g = Gallery(frame, "image", store=False)
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]
+    _msg(g, type="detail", id=0)
+    assert "gone.png" in rec.wait_for("detail")[0][0]["error"]
+
+
+def test_bad_messages_do_not_raise(gallery: tuple[Gallery, Recorder]) -> None:
+    g, rec = gallery
+    _msg(g, type="review", id=0, status="maybe")
+    _msg(g, type="window", version=1)
+    assert len(rec.of("error")) == 2
+
+
+def test_missing_columns(frame: pd.DataFrame) -> None:
+    with pytest.raises(ColumnNotFoundError, match="'image', 'caption'"):
+        frame.caprl.gallery("picture")
+    with pytest.raises(ColumnNotFoundError):
+        frame.caprl.gallery("image", caption="text")
+
+
+def test_to_html_is_static_escaped_and_complete(gallery: tuple[Gallery, Recorder], tmp_path: Path) -> None:
+    g, _ = gallery
+    path = g.to_html(tmp_path / "out" / "gallery.html")
+    text = path.read_text()
+    assert "<script" not in text.lower()
+    assert "default-src 'none'" in text
+    assert XSS not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert text.count('<div class="card"') == 30
+    assert text.count("<img ") == 30  # every image embedded, the failed row's too (its file is fine)
+    assert "ImageDecodeError" in text
+
+
+def test_mimebundle_has_static_fallback(gallery: tuple[Gallery, Recorder]) -> None:
+    g, _ = gallery
+    bundle = g._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "text/html" in data and "18 more rows" in data["text/html"]
+    assert XSS not in data["text/html"]
+
+
+def test_top_level_name() -> None:
+    assert caprl_nb.Gallery is Gallery
