@@ -31,6 +31,7 @@ from caprl_nb.prompts import CAPTION_PROMPT
 
 __all__ = [
     "CAPTION_PROMPT",
+    "ExtractionReview",
     "Gallery",
     "BatchError",
     "CapRLError",
@@ -71,8 +72,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def __getattr__(name: str) -> object:
     # The widgets import ipywidgets/anywidget: load them on first use, not on `import caprl_nb`.
-    if name == "Gallery":
-        from caprl_nb.widgets import Gallery
+    if name in ("Gallery", "ExtractionReview"):
+        from caprl_nb import widgets
 
-        return Gallery
+        return getattr(widgets, name)
     raise AttributeError(f"module 'caprl_nb' has no attribute {name!r}")
