@@ -179,7 +179,9 @@ def test_search_filter_and_sort_set_the_traits(page: Page, harness: GalleryHarne
     page.wait_trait("query", "Crimson")
     expect(root.get_by_test_id("count")).to_have_text("50 of 500")
     saved_queries = page.page.evaluate("window.__saved.filter(s => 'query' in s).length")
-    assert saved_queries == 1, "typing a word saves the query once (debounced)"
+    # Debounced: far fewer saves than keystrokes (one, unless a loaded machine stalls the typing
+    # for longer than the debounce between two keys).
+    assert 1 <= saved_queries <= 2, f"typing 7 letters saved the query {saved_queries} times"
     expect(card(root, 10).get_by_test_id("caption")).to_contain_text("crimson")
     expect(card(root, 1)).to_have_count(0)
     page.page.wait_for_function(

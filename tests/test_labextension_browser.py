@@ -1,0 +1,379 @@
+"""The caprl-nb labextension in a real JupyterLab, in headless Chromium, as a user meets it.
+
+One JupyterLab serves the whole module (Lab starts are the expensive part on a small box). It
+starts with CAPRL_BASE_URL pointing at a vLLM-shaped simulator owned by the module, and with
+its status poll at one second through Lab's own settings API. Each test opens its own page.
+
+* The status bar follows the model server: up with its model's name, down when it dies,
+  up again when it comes back.
+* "Caption with CapRL" on an image in the file browser captions it through the REAL vLLM
+  (the tiny random Qwen2.5-VL: its words are noise, so only behaviour is checked), the panel
+  shows the image, the caption and its model, the side panel lists it among recent results,
+  and "Insert as code" writes a cell that, run, gives the same caption back from the store.
+* On a file that is not an image the command is not offered.
+
+Screenshots land in test-output/<test name>/. Needs Debian's Chromium at /usr/bin/chromium:
+without it these tests skip, unless CAPRL_REQUIRE_BROWSER=1 (CI), where it is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .jupyterlab import (
+    CHROMIUM,
+    VIEWPORT,
+    JupyterLabServer,
+    LabNotebook,
+    browser,
+    start_jupyterlab,
+)
+from .vllm_sim import VLLMSimulator
+
+REQUIRE_BROWSER = os.environ.get("CAPRL_REQUIRE_BROWSER") == "1"
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not REQUIRE_BROWSER,
+    reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); "
+    "set CAPRL_REQUIRE_BROWSER=1 to make this a failure",
+)
+
+PLUGIN = "caprl-nb:plugin"
+SIM_MODEL = "sim-org/caprl-sim"  # the status bar shows the part after the last slash
+EXPECT_MS = 20_000  # one UI change (Playwright's 5 s default is short on a loaded 2-core box)
+PAGE_MS = 120_000  # Lab's first paint
+# Down -> up: the front end backs off while the server is down (Lumino's Poll, up to 60 s).
+RECOVER_MS = 90_000
+CAPTION_MS = 180_000  # one caption from vLLM on a CPU
+MENU_LABEL = "Caption with CapRL"
+CAPTION_COMMAND = "caprl-nb:caption-file"  # CommandIDs.captionFile, labextension/src/commands.ts
+WORK = "work"  # the folder holding the notebook, the image and the text file
+IMAGE = f"{WORK}/photo.png"
+TEXT = f"{WORK}/notes.txt"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():  # only reached with CAPRL_REQUIRE_BROWSER=1
+        pytest.fail(f"CAPRL_REQUIRE_BROWSER=1 but there is no Chromium at {CHROMIUM}.")
+    with browser() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def module_sim() -> Iterator[VLLMSimulator]:
+    with VLLMSimulator(model_id=SIM_MODEL) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def lab(module_sim: VLLMSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLabServer]:
+    """One JupyterLab for the module, CAPRL_BASE_URL at the simulator, its own CAPRL_HOME."""
+    from PIL import Image, ImageDraw
+
+    base = tmp_path_factory.mktemp("labext")
+    root = base / "root"
+    (root / WORK).mkdir(parents=True)
+    image = Image.new("RGB", (320, 200), "seagreen")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((40, 40, 140, 160), fill="gold")
+    draw.ellipse((180, 50, 290, 160), fill="crimson")
+    image.save(root / IMAGE)
+    (root / TEXT).write_text("not an image\n")
+    env = {
+        "CAPRL_BASE_URL": module_sim.base_url,
+        "CAPRL_HOME": str(base / "caprl-home"),  # the server's store, shared with its kernels
+        # whatever the outer environment says about these must not leak into the server
+        "CAPRL_MODEL": "", "CAPRL_API_KEY": "", "CAPRL_CONCURRENCY": "",
+        "CAPRL_READ_TIMEOUT": "", "CAPRL_CONNECT_TIMEOUT": "", "CAPRL_MAX_RETRIES": "",
+    }
+    with start_jupyterlab(root, env, state_dir=base / "lab") as server:
+        yield server
+
+
+@pytest.fixture
+def lab_settings(lab: JupyterLabServer) -> Iterator[Any]:
+    """``lab_settings(**values)`` sets the plugin's Lab settings (poll every second by default).
+
+    Before and after each test the plugin's settings are the defaults with a 1 s poll, and the
+    server extension forgets what an earlier page pushed to ``/caprl/settings``.
+    """
+
+    def put(**values: Any) -> None:
+        raw = json.dumps({"pollInterval": 1, **values})
+        lab.api("PUT", f"/lab/api/settings/{PLUGIN}", json={"raw": raw})
+
+    def reset() -> None:
+        put()
+        lab.api("POST", "/caprl/settings", json={"base_url": None, "model": None})
+
+    reset()
+    yield put
+    reset()
+
+
+# -- page helpers -----------------------------------------------------------------------------
+class LabPage:
+    """A Chromium page showing Lab (no notebook), its console errors collected."""
+
+    def __init__(self, lab: JupyterLabServer, page: Any) -> None:
+        self.lab = lab
+        self.page = page
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"console.{m.type}: {m.text}")
+                if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    @classmethod
+    def open(cls, lab: JupyterLabServer, chromium: Any) -> LabPage:
+        page = chromium.new_page(viewport=VIEWPORT)
+        opened = cls(lab, page)
+        page.goto(f"{lab.url}/lab?reset&token={lab.token}", timeout=PAGE_MS)
+        page.wait_for_function("() => !!window.jupyterapp", timeout=PAGE_MS, polling=100)
+        page.evaluate("async () => { await window.jupyterapp.restored; }")
+        page.locator(".jp-caprl-StatusItem").wait_for(state="visible", timeout=PAGE_MS)
+        page.locator("#filebrowser .jp-DirListing-item").first.wait_for(state="visible", timeout=PAGE_MS)
+        return opened
+
+    def diagnostics(self) -> str:
+        console = "\n".join(self.console[-30:]) or "(none)"
+        return f"--- page console ---\n{console}\n--- jupyter lab log ---\n{self.lab.log_tail(3000)}"
+
+
+def _dump(page: LabPage | LabNotebook, path: Path) -> None:
+    """Keep what the page and the server said next to the screenshots, for a failing run."""
+    path.write_text(page.diagnostics())
+
+
+def _page_errors(console: list[str]) -> list[str]:
+    return [line for line in console if line.startswith(("pageerror", "console.error"))]
+
+
+def _screenshots(page: Any, output_dir: Path, name: str) -> None:
+    """The whole page, and the status bar alone (its item is small in the full view)."""
+    page.screenshot(path=str(output_dir / f"{name}.png"))
+    page.locator("#jp-main-statusbar").screenshot(path=str(output_dir / f"{name}-statusbar.png"))
+
+
+def _status_item(page: Any) -> Any:
+    return page.locator("#jp-main-statusbar .jp-caprl-StatusItem")
+
+
+def _expect_status(page: Any, state: str, text: str, timeout: float = EXPECT_MS) -> None:
+    """The status-bar item reads ``text`` with a dot coloured for ``state``."""
+    from playwright.sync_api import expect
+
+    item = _status_item(page)
+    expect(item).to_have_attribute("data-state", state, timeout=timeout)
+    expect(item.locator(".jp-caprl-StatusItem-label")).to_have_text(text, timeout=timeout)
+    expect(item.locator(".jp-caprl-dot")).to_have_class(f"jp-caprl-dot jp-mod-{state}", timeout=timeout)
+
+
+def _show_folder(page: Any, folder: str) -> Any:
+    """The file browser, open, listing ``folder``; returns its listing.
+
+    Lab's own go-to-path command, not double clicks: a page opened on a tree URL is still
+    navigating, and a double click can land on whatever row replaces the one aimed at.
+    """
+    from playwright.sync_api import expect
+
+    page.evaluate("(path) => window.jupyterapp.commands.execute('filebrowser:go-to-path', {path})",
+                  f"{folder}/")
+    browser_panel = page.locator("#filebrowser")
+    expect(browser_panel).to_be_visible(timeout=EXPECT_MS)
+    expect(browser_panel.locator(".jp-BreadCrumbs")).to_contain_text(folder, timeout=EXPECT_MS)
+    return browser_panel.locator(".jp-DirListing-content")
+
+
+def _listing_item(listing: Any, name: str) -> Any:
+    return listing.locator(".jp-DirListing-item").filter(
+        has=listing.page.locator(".jp-DirListing-itemText", has_text=name)
+    )
+
+
+def _context_menu(page: Any, listing: Any, name: str) -> Any:
+    """Right-click ``name`` in the listing; returns the context menu that opens."""
+    from playwright.sync_api import expect
+
+    item = _listing_item(listing, name)
+    expect(item).to_have_count(1, timeout=EXPECT_MS)
+    item.click(button="right")
+    menu = page.get_by_role("menu")
+    expect(menu).to_be_visible(timeout=EXPECT_MS)
+    expect(menu.get_by_role("menuitem", name="Open", exact=True)).to_be_visible(timeout=EXPECT_MS)
+    return menu
+
+
+# -- tests ------------------------------------------------------------------------------------
+def test_status_bar_follows_the_model_server_down_and_up(
+    lab: JupyterLabServer, module_sim: VLLMSimulator, lab_settings: Any, chromium: Any,
+    output_dir: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    lab_settings()  # 1 s poll
+    page = LabPage.open(lab, chromium)
+    try:
+        up = "CapRL up · caprl-sim · 0 running, 0 waiting"
+        _expect_status(page.page, "up", up)
+        item = _status_item(page.page)
+        assert f"CapRL model server up at {module_sim.base_url}" in item.get_attribute("title")
+        # a click on the item opens the side panel, which says the same
+        item.click()
+        side = page.page.locator("#jp-caprl-panel")
+        expect(side).to_be_visible(timeout=EXPECT_MS)
+        headline = side.locator(".jp-caprl-Panel-headline")
+        expect(headline).to_have_text("Up · caprl-sim", timeout=EXPECT_MS)
+        _screenshots(page.page, output_dir, "1-up")
+
+        module_sim.set_down(True)
+        try:
+            _expect_status(page.page, "down", "CapRL down")
+            assert f"CapRL model server down at {module_sim.base_url}" in item.get_attribute("title")
+            expect(headline).to_have_text("Down", timeout=EXPECT_MS)
+            message = side.locator(".jp-caprl-Panel-message")
+            expect(message).to_be_visible(timeout=EXPECT_MS)
+            expect(message).to_contain_text(module_sim.base_url, timeout=EXPECT_MS)
+            _screenshots(page.page, output_dir, "2-down")
+        finally:
+            module_sim.set_down(False)
+
+        _expect_status(page.page, "up", up, timeout=RECOVER_MS)
+        expect(headline).to_have_text("Up · caprl-sim", timeout=EXPECT_MS)
+        expect(side.locator(".jp-caprl-Panel-message")).to_be_hidden(timeout=EXPECT_MS)
+        _screenshots(page.page, output_dir, "3-up-again")
+        assert _page_errors(page.console) == []
+    finally:
+        module_sim.set_down(False)
+        _dump(page, output_dir / "console.log")
+        page.page.close()
+
+
+@pytest.mark.vllm
+def test_caption_an_image_from_the_file_browser_with_real_vllm(
+    lab: JupyterLabServer, vllm_server: str, lab_settings: Any, chromium: Any, output_dir: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    models = httpx.get(f"{vllm_server}/models", timeout=10).json()["data"]
+    (model,) = [card["id"] for card in models]
+    short = model.rstrip("/").rsplit("/", 1)[-1]
+    # The user points Lab at the real server; the page pushes it to the server extension.
+    lab_settings(baseUrl=vllm_server)
+    # the kernel's own settings: it inherits the Jupyter server's CAPRL_BASE_URL (the simulator)
+    setup = f"import caprl_nb\ncaprl_nb.configure(base_url={vllm_server!r});"
+    nb = LabNotebook.create(lab, chromium, f"{WORK}/captions.ipynb", [setup])
+    page = nb.page
+    try:
+        nb.run_all()
+        _expect_status(page, "up", f"CapRL up · {short} · 0 running, 0 waiting", timeout=PAGE_MS)
+        results_before = lab.api("GET", "/caprl/status").json()["store"]["results"]
+
+        listing = _show_folder(page, WORK)
+        menu = _context_menu(page, listing, "photo.png")
+        entry = menu.get_by_role("menuitem", name=MENU_LABEL)
+        expect(entry).to_be_enabled(timeout=EXPECT_MS)
+        entry.click()
+
+        view = page.locator(".jp-caprl-Caption")
+        expect(view).to_have_count(1, timeout=EXPECT_MS)
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        expect(tab).to_contain_text("Caption: photo.png", timeout=EXPECT_MS)
+        expect(view).to_have_attribute("data-state", "done", timeout=CAPTION_MS)
+        # the image itself, loaded from the Jupyter server
+        image = view.locator("img.jp-caprl-Caption-image")
+        page.wait_for_function("img => img.complete && img.naturalWidth === 320",
+                               arg=image.element_handle(), timeout=EXPECT_MS)
+        expect(view.locator(".jp-caprl-Caption-path")).to_have_text(IMAGE)
+        caption = view.locator(".jp-caprl-Caption-text").evaluate("el => el.textContent")
+        assert caption.strip(), "the caption panel shows no caption"
+        assert not view.locator(".jp-caprl-Caption-text.jp-caprl-Error").count()
+        # provenance: the model first, then latency and tokens
+        meta = view.locator(".jp-caprl-Caption-meta").inner_text()
+        assert meta.split(" · ")[0] == model, meta
+        assert " s" in meta and "tokens" in meta, meta
+        expect(view.get_by_role("button", name="Copy")).to_be_enabled()
+        page.screenshot(path=str(output_dir / "1-caption-panel.png"))
+
+        # the server extension stored it; the side panel lists it among recent results
+        _status_item(page).click()
+        side = page.locator("#jp-caprl-panel")
+        expect(side).to_be_visible(timeout=EXPECT_MS)
+        expect(side.locator("dt:text-is('Results') + dd")).to_have_text(
+            str(results_before + 1), timeout=EXPECT_MS)  # once the status answer (2 s TTL) is fresh
+        recent = side.locator(".jp-caprl-Recent-item").first
+        expect(recent).to_be_visible(timeout=EXPECT_MS)
+        expect(recent.locator(".jp-caprl-Recent-text")).to_have_js_property(
+            "textContent", caption[:300], timeout=EXPECT_MS)
+        expect(recent.locator(".jp-caprl-Recent-input")).to_contain_text("photo.png")
+        expect(recent).to_contain_text(f"caption · {short}")
+        page.screenshot(path=str(output_dir / "2-recent-results.png"))
+
+        # "Insert as code" adds the caprl_nb call to the open notebook, relative to its folder
+        view.get_by_role("button", name="Insert as code").click()
+        expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text(
+            "captions.ipynb", timeout=EXPECT_MS)
+        cells = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets"
+            ".map(cell => [cell.model.type, cell.model.sharedModel.getSource()])")
+        code = 'import caprl_nb\n\ncaprl_nb.caption(["photo.png"])'  # the notebook is in work/ too
+        assert cells == [["code", setup], ["code", code]]
+        active = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.activeCellIndex")
+        assert active == 1
+        page.screenshot(path=str(output_dir / "3-inserted-cell.png"))
+
+        # run as inserted, it finds the file and gives back the very caption (from the store)
+        nb.command("notebook:run-cell", wait=False)
+        prompt = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt")
+        expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=CAPTION_MS)
+        assert [o["output_type"] for o in nb.cells()[1]["outputs"]].count("error") == 0, nb.cells()[1]
+        again = nb.run_cell("import json\nprint(json.dumps(list(_)))", timeout=CAPTION_MS / 1000)
+        assert json.loads(again) == [caption]
+        page.screenshot(path=str(output_dir / "4-inserted-cell-run.png"))
+        assert _page_errors(nb.console) == []
+    finally:
+        _dump(nb, output_dir / "console.log")
+        nb.close()
+
+
+def test_the_caption_command_is_not_offered_for_a_text_file(
+    lab: JupyterLabServer, lab_settings: Any, chromium: Any, output_dir: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    lab_settings()
+    page = LabPage.open(lab, chromium)
+    try:
+        listing = _show_folder(page.page, WORK)
+        menu = _context_menu(page.page, listing, "notes.txt")
+        # Lab lists it, greyed out, and a click on it does nothing
+        entry = menu.get_by_role("menuitem", name=MENU_LABEL)
+        expect(entry).to_be_visible(timeout=EXPECT_MS)
+        expect(entry).to_be_disabled(timeout=EXPECT_MS)
+        expect(entry).to_have_class(re.compile(r"\blm-mod-disabled\b"))
+        page.page.screenshot(path=str(output_dir / "text-file-menu.png"))
+        entry.click(force=True)  # force: Playwright would wait for it to be enabled
+        page.page.keyboard.press("Escape")
+        expect(menu).to_be_hidden(timeout=EXPECT_MS)
+        assert page.page.locator(".jp-caprl-Caption").count() == 0
+
+        # the command agrees, for the text file and (as a control) the image beside it
+        enabled = page.page.evaluate(
+            "([id, paths]) => paths.map(path => window.jupyterapp.commands.isEnabled(id, {path}))",
+            [CAPTION_COMMAND, [TEXT, IMAGE]])
+        assert enabled == [False, True]
+        page.page.evaluate("([id, path]) => window.jupyterapp.commands.execute(id, {path})",
+                           [CAPTION_COMMAND, TEXT])
+        assert page.page.locator(".jp-caprl-Caption").count() == 0
+        assert _page_errors(page.console) == []
+    finally:
+        _dump(page, output_dir / "console.log")
+        page.page.close()
