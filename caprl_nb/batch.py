@@ -311,11 +311,18 @@ class BatchRunner:
 
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
             async with CapRLClient(self.settings) as client:
+                tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
                 try:
-                    await asyncio.gather(*(worker() for _ in range(workers)))
+                    await asyncio.gather(*tasks)
                 except _Fatal as exc:
                     assert exc.__cause__ is not None
                     raise exc.__cause__ from None
+                finally:
+                    # Stop the other workers and collect their outcome, so none is left running
+                    # or reported as "never retrieved" (no TaskGroup before Python 3.11).
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
         return results
 
     def cancel(self) -> None:

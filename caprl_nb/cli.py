@@ -247,7 +247,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Caption the bundled sample images and show them; offline, on the tiny model."""
     import pandas as pd
 
-    from caprl_nb.frames import caption
 
     settings = resolve_settings(**_settings(args))
     info, _ = _probe(settings)

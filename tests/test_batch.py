@@ -6,7 +6,6 @@ import _thread
 import base64
 import io
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from caprl_nb.models import PRESETS
 from caprl_nb.prompts import caption_task
 
 from .conftest import make_images
+from .polling import wait_until
 from .vllm_sim import Fault, VLLMSimulator, image_digest
 
 
@@ -126,9 +126,7 @@ def test_interrupt_keeps_finished_rows_and_resume_sends_none_again(tmp_path: Pat
         settings = _settings(sim, concurrency=2)
 
         def interrupt_when_busy() -> None:
-            deadline = time.monotonic() + 30
-            while len(sim.requests) < 8 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: len(sim.requests) >= 8, 30, "8 requests at the server")
             _thread.interrupt_main()
 
         threading.Thread(target=interrupt_when_busy, daemon=True).start()

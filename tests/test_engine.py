@@ -32,6 +32,8 @@ from caprl_nb.engine import (
 )
 from caprl_nb.errors import EngineError
 
+from .polling import wait_until
+
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
 
 
@@ -160,14 +162,17 @@ _STAND_IN = textwrap.dedent(
 
 def _group_gone(pgid: int, within: float = 10.0) -> bool:
     """Polls until no process of the group is left (killed children are reaped by init, later)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.05)
-    return False
+        return False
+
+    try:
+        return wait_until(gone, within, f"process group {pgid} to exit", interval=0.05)
+    except AssertionError:
+        return False
 
 
 def _stand_in(tmp_path: Path, *, ignore_term: bool = False) -> EngineProcess:

@@ -16,7 +16,7 @@ import pydantic
 import pytest
 
 import caprl_nb
-from caprl_nb.extract import chart_table, extract, groundtruth, parse_number
+from caprl_nb.extract import chart_table, groundtruth, parse_number
 
 from .conftest import make_images
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,34 +16,9 @@ from caprl_nb.widgets import ExtractionReview
 from caprl_nb.widgets.extraction import canonical_json
 
 from .conftest import make_images
+from .polling import Recorder
 
 XSS = "<img src=x onerror=alert(1)>"
-
-
-class Recorder:
-    """Stands in for ``widget.send``: what would go to the front end, with its buffers."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[dict[str, Any], list[bytes]]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> None:
-        with self._lock:
-            self.messages.append((content, list(buffers or [])))
-
-    def of(self, kind: str) -> list[tuple[dict[str, Any], list[bytes]]]:
-        with self._lock:
-            return [m for m in self.messages if m[0]["type"] == kind]
-
-    def last(self, kind: str) -> dict[str, Any]:
-        return self.of(kind)[-1][0]
-
-    def wait_for(self, kind: str, count: int = 1, timeout: float = 20) -> list[tuple[dict, list]]:
-        deadline = time.monotonic() + timeout
-        while len(self.of(kind)) < count:
-            assert time.monotonic() < deadline, f"no {kind!r} message within {timeout} s"
-            time.sleep(0.01)
-        return self.of(kind)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.widgets import Gallery
 
 from .conftest import make_images
+from .polling import Recorder, wait_until
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -30,24 +30,6 @@ def frame(tmp_path: Path) -> pd.DataFrame:
         {"image": files, "caption": captions, "error": errors, "latency_s": np.linspace(3, 0.1, 30)},
         index=[f"row{i}" for i in range(30)],
     )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[tuple[dict, list]] = []
-
-    def __call__(self, content: dict, buffers: list | None = None) -> None:
-        self.messages.append((content, list(buffers or [])))
-
-    def of(self, kind: str) -> list[tuple[dict, list]]:
-        return [m for m in self.messages if m[0]["type"] == kind]
-
-    def wait_for(self, kind: str, count: int = 1, timeout: float = 20) -> list[tuple[dict, list]]:
-        deadline = time.monotonic() + timeout
-        while len(self.of(kind)) < count:
-            assert time.monotonic() < deadline, f"no {kind!r} message within {timeout} s"
-            time.sleep(0.01)
-        return self.of(kind)
 
 
 @pytest.fixture
@@ -80,10 +62,7 @@ def test_window_sends_rows_then_thumbnails(gallery: tuple[Gallery, Recorder]) ->
     assert rows["rows"][7]["caption"] == XSS  # sent as data; the front end renders it as text
     assert rows["rows"][0]["meta"] == {"latency_s": "3"}
     thumbs = rec.wait_for("thumbs")
-    deadline = time.monotonic() + 20
-    while sum(len(m[0]["ids"]) for m in rec.of("thumbs")) < 10:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: sum(len(m[0]["ids"]) for m in rec.of("thumbs")) >= 10, what="10 thumbnails")
     content, buffers = thumbs[0]
     assert len(content["ids"]) == len(buffers) and buffers[0][:2] in (b"\xff\xd8", b"\x89P")
 
