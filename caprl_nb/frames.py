@@ -18,7 +18,7 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.errors import BatchError, ConfigError, warn
 from caprl_nb.prompts import Task, ask_task, caption_task
 
-__all__ = ["DETAIL_COLUMNS", "ask", "caption", "run_task"]
+__all__ = ["DETAIL_COLUMNS", "as_series", "ask", "caption", "failure_summary", "run_task"]
 
 Errors = Literal["coerce", "raise"]
 
@@ -28,7 +28,7 @@ DETAIL_COLUMNS = (
 )
 
 
-def _as_series(images: Any) -> pd.Series:
+def as_series(images: Any) -> pd.Series:
     if isinstance(images, pd.Series):
         return images
     if isinstance(images, pd.DataFrame):
@@ -53,12 +53,17 @@ def run_task(
     errors: Errors = "coerce",
     cache: bool = True,
     progress: bool = True,
+    report: bool = True,
     **settings: Any,
 ) -> pd.Series | pd.DataFrame:
-    """Run ``task`` over ``images`` (a Series or any sequence); see :func:`caption`."""
+    """Run ``task`` over ``images`` (a Series or any sequence); see :func:`caption`.
+
+    ``report=False`` leaves the failed-row summary to the caller (who adds failures of its own,
+    as extraction does with parse and validation errors).
+    """
     if errors not in ("coerce", "raise"):
         raise ConfigError(f"errors must be 'coerce' or 'raise', got {errors!r}.")
-    series = _as_series(images)
+    series = as_series(images)
     resolved = resolve_settings(**settings)
     results = run_batch(
         series.array, task, resolved, cache=cache, progress=progress, description=task.name
@@ -71,7 +76,8 @@ def run_task(
                 {"input": results.input, "error": frame["error"]}, index=series.index
             )[failed.to_numpy()]
             raise BatchError(cases, total=len(series))
-        warn(_summary(frame["error"][failed]))
+        if report:
+            warn(failure_summary(frame["error"][failed]))
     if details:
         return frame
     return frame[task.output].rename(task.output)
@@ -99,7 +105,7 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
     return frame
 
 
-def _summary(errors: pd.Series) -> str:
+def failure_summary(errors: pd.Series) -> str:
     kinds = Counter(str(e).split(":", 1)[0] for e in errors)
     why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
     first = str(errors.iloc[0])

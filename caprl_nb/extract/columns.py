@@ -17,17 +17,13 @@ keep whichever came first). Pass ``temperature=`` to sample anyway. ``max_tokens
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import pandas as pd
 
 from caprl_nb import frames, images
-from caprl_nb.errors import BatchError, CapRLWarning, ConfigError, warn
+from caprl_nb.errors import BatchError, ConfigError, warn
 from caprl_nb.extract.charts import CHART_PROMPT, CHART_SCHEMA, to_table
 from caprl_nb.extract.pages import expand_pdfs
 from caprl_nb.extract.parse import parse_answer
@@ -46,8 +42,6 @@ EXTRACT_PROMPT = (
 DEFAULT_MAX_TOKENS = 2048
 DEFAULT_TEMPERATURE = 0.0
 RAW = "raw"  # the column holding the model's text with details=True
-# frames.run_task's one-line summary of failed rows; extraction issues its own, covering both.
-_SUMMARY = re.compile(r"\d+ row\(s\) failed \(")
 
 
 def extraction_task(
@@ -80,23 +74,6 @@ def extraction_task(
     return Task(name, text, sampling, RAW, json_schema=spec.json_schema, schema_name=spec.name)
 
 
-@contextlib.contextmanager
-def _batch_notes() -> Iterator[None]:
-    """Pass the batch's warnings on, except run_task's failed-row summary (we write our own)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            pending = list(caught)
-    for item in pending:
-        if issubclass(item.category, CapRLWarning):
-            if not _SUMMARY.match(str(item.message)):
-                warn(str(item.message))
-        else:
-            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-
-
 def _run(
     images_: Any,
     spec: Schema,
@@ -120,7 +97,7 @@ def _run(
             "them (another property name, or a pydantic Field(alias=...))."
         )
         raise ConfigError(msg)
-    source = frames._as_series(images_)
+    source = frames.as_series(images_)
     expanded = expand_pdfs(source.array)
     n = len(expanded.values)
     sent = [i for i in range(n) if i not in expanded.errors]
@@ -129,9 +106,8 @@ def _run(
         batch.iat[j] = expanded.values[i]
     columns = [RAW, *frames.DETAIL_COLUMNS]
     if sent:
-        with _batch_notes():
-            ran = frames.run_task(batch, task, details=True, errors="coerce", cache=cache,
-                                  progress=progress, **settings)
+        ran = frames.run_task(batch, task, details=True, errors="coerce", cache=cache,
+                              progress=progress, report=False, **settings)
         ran.index = pd.Index(sent)
         raw = ran.reindex(pd.RangeIndex(n))
     else:
@@ -180,7 +156,7 @@ def _run(
             ]
             cases = pd.DataFrame({"input": described, "error": frame["error"]}, index=index)
             raise BatchError(cases[failed.to_numpy()], total=len(frame))
-        warn(frames._summary(frame["error"][failed]))
+        warn(frames.failure_summary(frame["error"][failed]))
     return frame, answers
 
 
