@@ -224,12 +224,13 @@ class ResultStore:
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest results, text cut to 300 characters."""
         rows = self._run(
-            "SELECT input, substr(text, 1, 300), model, task, created_at FROM results "
+            "SELECT input, text, model, task, created_at FROM results "
             "ORDER BY created_at DESC LIMIT ?",
             (int(limit),),
         )
         names = ("input", "text", "model", "task", "created_at")
-        return [dict(zip(names, row)) for row in rows]
+        # Cut in Python: SQLite's substr() stops at a NUL, and model output can contain one.
+        return [dict(zip(names, (i, t[:300], m, k, c))) for i, t, m, k, c in rows]
 
     def count(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM results")[0][0])

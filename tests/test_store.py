@@ -86,3 +86,13 @@ def test_concurrent_writers(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert store.count() == 200
+
+
+def test_recent_keeps_text_with_nul_characters(tmp_path: Path) -> None:
+    text = "before\x00after " * 40
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        _put(store, "k", text=text)
+        recent = store.recent(5)
+    assert recent[0]["text"] == text[:300]
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        assert store.get("k").text == text
