@@ -201,12 +201,15 @@ def _write_config(state_dir: Path) -> None:
 
 
 def start_jupyterlab(root_dir: Path, env: dict[str, str] | None = None, *,
-                     state_dir: Path | None = None, timeout: float = 120.0) -> JupyterLabServer:
+                     state_dir: Path | None = None, timeout: float = 120.0,
+                     app: str = "lab") -> JupyterLabServer:
     """``python -m jupyter lab`` serving ``root_dir`` on 127.0.0.1, ready to take requests.
 
     ``env`` is added to the server's environment, which its kernels inherit (CAPRL_BASE_URL,
     CAPRL_HOME, ...). Jupyter's own directories, HOME and the server log (``lab.log``) live in
-    ``state_dir``; without one, a temporary folder removed by ``stop()``.
+    ``state_dir``; without one, a temporary folder removed by ``stop()``. ``app="notebook"``
+    starts Jupyter Notebook 7 (``jupyter notebook``) instead, with the same isolation, token and
+    user settings; LabNotebook drives Lab only, not Notebook 7's pages.
     """
     root_dir = Path(root_dir).resolve()
     owns_state = state_dir is None
@@ -216,7 +219,7 @@ def start_jupyterlab(root_dir: Path, env: dict[str, str] | None = None, *,
     _write_config(state_dir)
     port, token = free_port(HOST), secrets.token_hex(24)
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ip={HOST}", f"--port={port}",
+        sys.executable, "-m", "jupyter", app, "--no-browser", f"--ip={HOST}", f"--port={port}",
         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root_dir}", "--ServerApp.terminals_enabled=False",
     ]

@@ -710,7 +710,13 @@ function render({ model, el }) {
       ev.stopPropagation();
     }
   }
-  root.addEventListener("keydown", onKeyDown);
+  // Keys aimed at the widget are caught on their way down, at the window: Notebook 7 runs its
+  // shortcuts on the document in the capture phase (JupyterLab lets them bubble), so a
+  // listener on the root would come too late there and `r` would turn the cell into raw text.
+  function onWindowKeyDown(ev) {
+    if (ev.target instanceof Node && root.contains(ev.target)) onKeyDown(ev);
+  }
+  window.addEventListener("keydown", onWindowKeyDown, true);
 
   // ---- messages ----------------------------------------------------------------------------
   function onRowMessage(row) {
@@ -788,7 +794,7 @@ function render({ model, el }) {
     if (listFrame) cancelAnimationFrame(listFrame);
     resizer.disconnect();
     for (const [name, fn] of listeners) model.off(name, fn);
-    root.removeEventListener("keydown", onKeyDown);
+    window.removeEventListener("keydown", onWindowKeyDown, true);
     for (const entry of images.values()) if (entry.url) URL.revokeObjectURL(entry.url);
     images.clear();
     root.remove();

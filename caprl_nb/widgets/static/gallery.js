@@ -932,7 +932,13 @@ function render({ model, el }) {
       ev.stopPropagation();
     }
   }
-  root.addEventListener("keydown", onKeyDown);
+  // Keys aimed at the widget are caught on their way down, at the window: Notebook 7 runs its
+  // shortcuts on the document in the capture phase (JupyterLab lets them bubble), so a
+  // listener on the root would come too late there and `r` would turn the cell into raw text.
+  function onWindowKeyDown(ev) {
+    if (ev.target instanceof Node && root.contains(ev.target)) onKeyDown(ev);
+  }
+  window.addEventListener("keydown", onWindowKeyDown, true);
 
   // ---- messages ----------------------------------------------------------------------------
   function onMessage(msg, buffers) {
@@ -967,7 +973,7 @@ function render({ model, el }) {
     clearTimeout(settleTimer);
     resizer.disconnect();
     for (const [name, fn] of listeners) model.off(name, fn);
-    root.removeEventListener("keydown", onKeyDown);
+    window.removeEventListener("keydown", onWindowKeyDown, true);
     for (const url of thumbs.values()) URL.revokeObjectURL(url);
     thumbs.clear();
     if (detail && detail.imageUrl) URL.revokeObjectURL(detail.imageUrl);
