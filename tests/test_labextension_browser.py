@@ -377,3 +377,119 @@ def test_the_caption_command_is_not_offered_for_a_text_file(
     finally:
         _dump(page, output_dir / "console.log")
         page.page.close()
+
+
+@pytest.mark.vllm
+def test_extract_a_table_from_a_chart_with_real_vllm(
+    lab: JupyterLabServer, vllm_server: str, lab_settings: Any, chromium: Any, output_dir: Path,
+) -> None:
+    """Right-click a chart -> "Extract table with CapRL": the panel shows the image and the
+    chart's table (or, when the tiny model's noise fails the schema, the reason as text), and
+    "Insert as code" writes the chart_table call into the open notebook."""
+    from PIL import Image, ImageDraw
+    from playwright.sync_api import expect
+
+    chart = Image.new("RGB", (360, 240), "white")
+    draw = ImageDraw.Draw(chart)
+    draw.text((120, 8), "Visitors per year", fill="black")
+    draw.line((40, 210, 340, 210), fill="black")
+    draw.line((40, 30, 40, 210), fill="black")
+    for i, height in enumerate([70, 120, 95, 160]):
+        draw.rectangle((60 + 70 * i, 210 - height, 100 + 70 * i, 210), fill="steelblue")
+        draw.text((64 + 70 * i, 214), str(2020 + i), fill="black")
+    chart.save(lab.root_dir / WORK / "chart.png")
+    models = httpx.get(f"{vllm_server}/models", timeout=10).json()["data"]
+    (model,) = [card["id"] for card in models]
+    short = model.rstrip("/").rsplit("/", 1)[-1]
+    lab_settings(baseUrl=vllm_server)
+    nb = LabNotebook.create(lab, chromium, f"{WORK}/tables.ipynb", ["1 + 1"])
+    page = nb.page
+    try:
+        _expect_status(page, "up", f"CapRL up · {short} · 0 running, 0 waiting", timeout=PAGE_MS)
+        listing = _show_folder(page, WORK)
+        menu = _context_menu(page, listing, "chart.png")
+        entry = menu.get_by_role("menuitem", name="Extract table with CapRL")
+        expect(entry).to_be_enabled(timeout=EXPECT_MS)
+        entry.click()
+
+        view = page.locator(".jp-caprl-Table")
+        expect(view).to_have_count(1, timeout=EXPECT_MS)
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        expect(tab).to_contain_text("Table: chart.png", timeout=EXPECT_MS)
+        expect(view).to_have_attribute("data-state", re.compile(r"^(done|error)$"), timeout=CAPTION_MS)
+        image = view.locator("img.jp-caprl-Table-image")
+        page.wait_for_function("img => img.complete && img.naturalWidth === 360",
+                               arg=image.element_handle(), timeout=EXPECT_MS)
+        expect(view.locator(".jp-caprl-Table-path")).to_have_text(f"{WORK}/chart.png")
+        page.screenshot(path=str(output_dir / "1-table-panel.png"))
+
+        message = view.locator(".jp-caprl-Table-text")
+        if view.get_attribute("data-state") == "done":
+            # the server extension's answer for the file, now from the store: the panel shows it
+            answer = httpx.post(f"{lab.url}/caprl/extract-table", json={"path": f"{WORK}/chart.png"},
+                                headers={"Authorization": f"token {lab.token}"}, timeout=30)
+            reply = answer.json()
+            assert answer.status_code == 200 and reply["cached"], reply
+            grid = view.locator("table.jp-caprl-Table-grid")
+            expect(grid).to_be_visible()
+            assert grid.locator("thead th").all_text_contents() == reply["columns"]
+            expect(grid.locator("tbody tr")).to_have_count(len(reply["rows"]))
+            for shown, row in zip(_table_rows(grid), reply["rows"]):
+                assert len(shown) == len(row)
+                for text, cell in zip(shown, row):
+                    if cell is None:
+                        assert text == "—"
+                    elif isinstance(cell, (int, float)) and not isinstance(cell, bool):
+                        assert float(text) == cell, (text, cell)
+                    else:
+                        assert text == str(cell)
+            facts = view.locator(".jp-caprl-Table-facts")
+            assert facts.locator("dt").all_text_contents() == ["Title", "x axis", "y axis", "Units"]
+            expect(facts.locator("dd").first).to_have_text(reply["title"] or "none")
+            meta = view.locator(".jp-caprl-Table-meta").inner_text()
+            assert meta.split(" · ")[0] == model, meta
+            expect(view.get_by_role("button", name="Copy as CSV")).to_be_enabled()
+            assert not view.locator(".jp-caprl-Table-text.jp-caprl-Error").count()
+        else:
+            # the tiny random model's noise failed parsing or validation: the reason, as text
+            expect(message).to_have_class(re.compile(r"\bjp-caprl-Error\b"))
+            shown = message.inner_text()
+            assert shown.startswith(("ParseError: ", "ValidationError: ", "Truncated: ")), shown
+            expect(view.get_by_role("button", name="Copy as CSV")).to_be_disabled()
+            expect(view.get_by_role("button", name="Retry")).to_be_visible()
+            assert view.locator("table").count() == 0
+
+        # "Insert as code" adds the chart_table call, relative to the notebook's folder
+        view.get_by_role("button", name="Insert as code").click()
+        expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text(
+            "tables.ipynb", timeout=EXPECT_MS)
+        cells = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets"
+            ".map(cell => [cell.model.type, cell.model.sharedModel.getSource()])")
+        code = 'import caprl_nb.extract\n\ncaprl_nb.extract.chart_table(["chart.png"])'
+        assert cells == [["code", "1 + 1"], ["code", code]]
+        page.screenshot(path=str(output_dir / "2-inserted-cell.png"))
+        assert _page_errors(nb.console) == []
+    finally:
+        _dump(nb, output_dir / "console.log")
+        nb.close()
+
+
+def _table_rows(grid: Any) -> list[list[str]]:
+    """The text of every body cell of an HTML table, row by row."""
+    return grid.evaluate(
+        "table => Array.from(table.tBodies[0].rows, row => Array.from(row.cells, c => c.textContent))")
+
+
+# pytest-jupyter, which tests/test_server.py loads as a plugin, adds two autouse fixtures to
+# every test of the session; after each test here they would close the event loop that
+# Playwright's sync API is running in this thread (an error at teardown). Nothing in this
+# module uses pytest-jupyter's in-process server, so both are nothing here.
+@pytest.fixture
+def jp_asyncio_loop() -> None:
+    return None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import json
 import os
@@ -197,3 +198,149 @@ async def test_caption_and_status_against_real_vllm(
     code, doc = await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
     assert code == 200 and isinstance(doc["caption"], str) and doc["completion_tokens"] >= 1
     assert doc["base_url"] == vllm_server and doc["finish_reason"] in ("stop", "length")
+
+
+# -- extract-table, recent inputs --------------------------------------------------------------
+def _bar_chart(path: Path) -> None:
+    """A plain bar chart: title, three bars, axes."""
+    from PIL import ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (320, 220), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((100, 8), "Sales by year", fill="black")
+    draw.line((40, 190, 300, 190), fill="black")
+    draw.line((40, 30, 40, 190), fill="black")
+    for i, (year, height) in enumerate([("2021", 60), ("2022", 110), ("2023", 140)]):
+        left = 70 + 80 * i
+        draw.rectangle((left, 190 - height, left + 40, 190), fill="steelblue")
+        draw.text((left + 6, 196), year, fill="black")
+    image.save(path)
+
+
+async def test_extract_table_reports_the_simulators_prose_as_a_parse_error(
+    jp_fetch, sim_env: VLLMSimulator, jp_root_dir: Path
+) -> None:
+    _bar_chart(jp_root_dir / "charts" / "sales.png")
+    code, doc = await _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": "charts/sales.png"})
+    # the simulator answers captions, not JSON: the row's parse error, with its reason, as a 502
+    assert (code, doc["status"]) == (502, 502)
+    assert doc["error"].startswith("ParseError: no JSON object in the answer (it begins 'sim caption")
+    assert len(sim_env.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "fragment"),
+    [
+        ("../outside.png", 403, "outside the Jupyter root"),
+        ("charts/../../outside.png", 403, "outside the Jupyter root"),
+        ("/../outside.png", 403, "outside the Jupyter root"),
+        ("link.png", 403, "outside"),
+        ("missing.png", 404, "No file"),
+        ("notes.txt", 400, "not an image"),
+        ("", 400, "path"),
+    ],
+)
+async def test_extract_table_refuses_bad_paths(
+    jp_fetch, sim_env: VLLMSimulator, jp_root_dir: Path, path: str, status: int, fragment: str
+) -> None:
+    outside = jp_root_dir.parent / "outside.png"
+    _bar_chart(outside)
+    (jp_root_dir / "charts").mkdir()
+    (jp_root_dir / "notes.txt").write_text("hello")
+    os.symlink(outside, jp_root_dir / "link.png")
+    code, doc = await _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": path})
+    assert (code, doc["status"]) == (status, status) and fragment in doc["error"]
+    assert sim_env.requests == []
+
+
+async def test_extract_table_too_large(jp_fetch, sim_env: VLLMSimulator, jp_serverapp, picture: str) -> None:
+    app = next(iter(jp_serverapp.extension_manager.extension_apps["caprl_nb"]))
+    app.max_file_bytes = 100
+    code, doc = await _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": picture})
+    assert code == 413 and "max_file_bytes" in doc["error"]
+    assert sim_env.requests == []
+
+
+async def test_extract_table_with_model_server_down_is_502(
+    jp_fetch, monkeypatch: pytest.MonkeyPatch, picture: str
+) -> None:
+    monkeypatch.setenv("CAPRL_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    code, doc = await _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": picture})
+    assert code == 502 and "caprl-nb serve" in doc["error"]
+
+
+async def test_extract_table_leaves_the_server_answering_meanwhile(
+    jp_fetch, sim_env: VLLMSimulator, picture: str
+) -> None:
+    # chart_table is synchronous; the handler runs it in a worker thread, not on the event loop
+    sim_env.latency = 3.0
+    extraction = asyncio.ensure_future(
+        _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": picture}))
+    deadline = time.monotonic() + 20
+    while sim_env.in_flight == 0 and not extraction.done():
+        assert time.monotonic() < deadline, "the extraction never reached the model server"
+        await asyncio.sleep(0.01)
+    code, _settings = await _json(jp_fetch, "caprl", "settings")
+    assert code == 200 and not extraction.done()
+    code, doc = await extraction
+    assert code == 502 and doc["error"].startswith("ParseError")
+
+
+async def test_extract_table_is_authenticated(jp_fetch, sim_env: VLLMSimulator, picture: str) -> None:
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("caprl", "extract-table", method="POST", body=json.dumps({"path": picture}),
+                       headers={"Authorization": ""})
+    assert info.value.code in (401, 403)
+    assert sim_env.requests == []
+
+
+async def test_recent_shows_paths_relative_to_the_jupyter_root(
+    jp_fetch, sim_env: VLLMSimulator, jp_root_dir: Path, picture: str
+) -> None:
+    _bar_chart(jp_root_dir / "charts" / "sales.png")
+    await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
+    await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": "charts/sales.png"})
+    code, recent = await _json(jp_fetch, "caprl", "recent")
+    assert code == 200
+    assert sorted(r["input"] for r in recent["results"]) == ["file 'charts/sales.png'", "file 'pic.png'"]
+    assert str(jp_root_dir) not in json.dumps(recent)
+
+
+def test_relative_input_leaves_other_inputs_alone(tmp_path: Path) -> None:
+    relative_input = handlers.relative_input
+    root = tmp_path / "root"
+    root.mkdir()
+    inside = str(root / "a b" / "it's.png")
+    assert relative_input(f"file {inside!r}", root) == "file \"a b/it's.png\""
+    assert relative_input(f"file {str(tmp_path / 'rootless.png')!r}", root) == (
+        f"file {str(tmp_path / 'rootless.png')!r}")
+    for kept in ("file 'photo.png'", "URL https://example.com/x.png", "bytes (1,024 B)",
+                 "PIL image 10x10 RGB", "file 'broken"):
+        assert relative_input(kept, root) == kept
+
+
+@pytest.mark.vllm
+async def test_extract_table_against_real_vllm(
+    jp_fetch, vllm_server: str, monkeypatch: pytest.MonkeyPatch, jp_root_dir: Path
+) -> None:
+    monkeypatch.setenv("CAPRL_BASE_URL", vllm_server)
+    _bar_chart(jp_root_dir / "charts" / "sales.png")
+    body = json.dumps({"path": "charts/sales.png"})
+    response = await jp_fetch("caprl", "extract-table", method="POST", body=body, raise_error=False,
+                              request_timeout=600)
+    doc = json.loads(response.body)
+    # the tiny random model writes noise inside the schema: a table, or a failure that says why
+    if response.code == 200:
+        assert doc["path"] == "charts/sales.png"
+        assert all(isinstance(doc[k], str) for k in ("title", "x_label", "y_label", "units"))
+        assert doc["columns"] and all(isinstance(c, str) for c in doc["columns"])
+        assert isinstance(doc["rows"], list)
+        for row in doc["rows"]:
+            assert len(row) == len(doc["columns"])
+            assert all(cell is None or isinstance(cell, (int, float, str)) for cell in row)
+        assert doc["model"] and doc["finish_reason"] == "stop" and doc["cached"] is False
+        assert doc["latency_s"] > 0
+    else:
+        assert (response.code, doc["status"]) == (502, 502), doc
+        assert doc["error"].startswith(("ParseError: ", "ValidationError: ", "Truncated: ")), doc

@@ -40,7 +40,8 @@ class CapRLApp(ExtensionApp):
         2.0, config=True, help="Seconds a /caprl/status answer is reused before the model server is asked again."
     )
     max_file_bytes = Int(
-        64 * 1024 * 1024, config=True, help="Largest image file /caprl/caption accepts, in bytes."
+        64 * 1024 * 1024, config=True,
+        help="Largest image file /caprl/caption and /caprl/extract-table accept, in bytes.",
     )
 
     def initialize_settings(self) -> None:

@@ -6,11 +6,16 @@ never a blanket 500: ``{"error": "<what happened and what to do>", "status": <co
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -26,13 +31,14 @@ from caprl_nb.errors import (
     PathNotAllowedError,
     UnsupportedImageError,
 )
+from caprl_nb.extract import chart_table
 from caprl_nb.prompts import caption_task
 from caprl_nb.store import ResultStore
 
 if TYPE_CHECKING:
     from caprl_nb.server.app import CapRLApp
 
-__all__ = ["HANDLERS", "http_status", "resolve_inside"]
+__all__ = ["HANDLERS", "http_status", "relative_input", "resolve_inside"]
 
 _STATUS: list[tuple[type[CapRLError], int]] = [
     (PathNotAllowedError, 403),
@@ -81,6 +87,44 @@ def resolve_inside(root: str | os.PathLike[str], relative: str) -> Path:
     return target
 
 
+def relative_input(description: str, root: str | os.PathLike[str]) -> str:
+    """A stored input (``file '/abs/root/x.png'``) with its path made relative to ``root``.
+
+    Inputs that are not files, relative paths and paths outside ``root`` come back unchanged.
+    """
+    if not description.startswith("file "):
+        return description
+    try:
+        text = ast.literal_eval(description[5:])
+    except (ValueError, SyntaxError):
+        return description
+    if not isinstance(text, str) or not os.path.isabs(text):
+        return description
+    for base in {os.path.abspath(root), os.path.realpath(root)}:
+        prefix = base.rstrip(os.sep) + os.sep
+        if text.startswith(prefix):
+            return f"file {text[len(prefix):]!r}"
+    return description
+
+
+def _json_cell(value: Any) -> Any:
+    """A table cell as JSON: numbers stay numbers, NA (and non-finite floats) become null."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def _optional(value: Any) -> Any:
+    """A provenance value from a frame row as JSON (NA -> null, numpy scalars -> Python)."""
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
 class CapRLHandler(ExtensionHandlerMixin, APIHandler):
     extensionapp: CapRLApp
 
@@ -91,6 +135,24 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
         status = http_status(exc)
         self.set_status(status)
         self.finish(json.dumps({"error": str(exc), "status": status}))
+
+    def image_file(self) -> tuple[str, Path]:
+        """The request's ``path`` and the image file it names, checked (root, type, size)."""
+        path = self.body().get("path")
+        full = resolve_inside(self.extensionapp.serverapp.root_dir, path)
+        if not images.is_image_path(full):
+            raise UnsupportedImageError(f"{full.name} is not an image file (png, jpg, webp, gif, bmp, tiff).")
+        limit = self.extensionapp.max_file_bytes
+        size = full.stat().st_size
+        if size > limit:
+            msg = f"{full.name} is {size:,} bytes, over the {limit:,}-byte limit (CapRLApp.max_file_bytes)."
+            raise ImageTooLargeError(msg)
+        return path, full
+
+    def row_failed(self, error: str) -> dict[str, Any]:
+        """Answer with the status a failed row's error maps to; returns the error document."""
+        self.set_status(_status_of_row_error(error))
+        return {"error": error, "status": self.get_status()}
 
     def body(self) -> dict[str, Any]:
         try:
@@ -117,19 +179,12 @@ class CaptionHandler(CapRLHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
         try:
-            path = self.body().get("path")
-            full = resolve_inside(self.extensionapp.serverapp.root_dir, path)
+            path, full = self.image_file()
             self.finish(json.dumps({"path": path, **await self._caption(full)}))
         except CapRLError as exc:
             self.fail(exc)
 
     async def _caption(self, full: Path) -> dict[str, Any]:
-        if not images.is_image_path(full):
-            raise UnsupportedImageError(f"{full.name} is not an image file (png, jpg, webp, gif, bmp, tiff).")
-        limit = self.extensionapp.max_file_bytes
-        if full.stat().st_size > limit:
-            msg = f"{full.name} is {full.stat().st_size:,} bytes, over the {limit:,}-byte limit (CapRLApp.max_file_bytes)."
-            raise ImageTooLargeError(msg)
         settings = self.settings_now()
         task = caption_task()
         runner = BatchRunner(task, settings)
@@ -138,8 +193,7 @@ class CaptionHandler(CapRLHandler):
         finally:
             runner.close()
         if result.error is not None:
-            self.set_status(_status_of_row_error(result.error))
-            return {"error": result.error, "status": self.get_status()}
+            return self.row_failed(result.error)
         source = images.identify(str(full))
         with ResultStore(settings.store_path) as store:
             record = store.provenance(task.cache_key(source.sha256, result.model or "")) or {}
@@ -149,6 +203,39 @@ class CaptionHandler(CapRLHandler):
             "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
             "server_version": record.get("server_version"), "base_url": record.get("base_url"),
             "created_at": record.get("created_at"),
+        }
+
+
+class ExtractTableHandler(CapRLHandler):
+    """``POST {"path": ...}``: the chart in that image as a table (``caprl_nb.extract.chart_table``)."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        try:
+            path, full = self.image_file()
+            self.finish(json.dumps({"path": path, **await self._extract(full)}, allow_nan=False))
+        except CapRLError as exc:
+            self.fail(exc)
+
+    async def _extract(self, full: Path) -> dict[str, Any]:
+        settings = self.settings_now()
+        options = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
+        try:
+            # chart_table is synchronous (it runs its own event loop): keep it off the server's.
+            frame = await asyncio.to_thread(
+                chart_table, [str(full)], details=True, errors="raise", progress=False, **options
+            )
+        except errors.BatchError as exc:
+            # parse, validation and truncation errors have no class of their own: 502
+            return self.row_failed(str(exc.failure_cases["error"].iloc[0]))
+        row = frame.iloc[0]
+        table: pd.DataFrame = row["table"]
+        return {
+            **{key: table.attrs.get(key, "") for key in ("title", "x_label", "y_label", "units")},
+            "columns": [str(name) for name in table.columns],
+            "rows": [[_json_cell(v) for v in r] for r in table.astype(object).itertuples(index=False)],
+            "cached": bool(row["cached"]), "model": _optional(row["model"]),
+            "latency_s": _optional(row["latency_s"]), "finish_reason": _optional(row["finish_reason"]),
         }
 
 
@@ -166,9 +253,14 @@ class RecentHandler(CapRLHandler):
             return
         try:
             with ResultStore(path) as store:
-                self.finish(json.dumps({"results": store.recent(limit)}))
+                results = store.recent(limit)
         except CapRLError as exc:
             self.fail(exc)
+            return
+        root = self.extensionapp.serverapp.root_dir
+        for result in results:
+            result["input"] = relative_input(str(result["input"]), root)
+        self.finish(json.dumps({"results": results}))
 
 
 class SettingsHandler(CapRLHandler):
@@ -193,6 +285,7 @@ class SettingsHandler(CapRLHandler):
 HANDLERS: list[tuple[str, type[CapRLHandler]]] = [
     ("status", StatusHandler),
     ("caption", CaptionHandler),
+    ("extract-table", ExtractTableHandler),
     ("recent", RecentHandler),
     ("settings", SettingsHandler),
 ]

@@ -40,6 +40,24 @@ export interface ICaptionReply {
   base_url: string;
 }
 
+/** One cell of an extracted table: numbers stay numbers, a missing value is null. */
+export type TableCell = string | number | boolean | null;
+
+/** `POST /caprl/extract-table`: the chart's data, x column first. */
+export interface IExtractTableReply {
+  path: string;
+  title: string;
+  x_label: string;
+  y_label: string;
+  units: string;
+  columns: string[];
+  rows: TableCell[][];
+  cached: boolean;
+  model: string | null;
+  latency_s: number | null;
+  finish_reason: string | null;
+}
+
 /** One stored result in `GET /caprl/recent`. */
 export interface IRecentResult {
   input: string;
@@ -160,7 +178,7 @@ export async function requestAPI<T>(
   return body as T;
 }
 
-/** The five calls the front end makes, bound to one Jupyter server. */
+/** The calls the front end makes, bound to one Jupyter server. */
 export class CapRLClient {
   constructor(
     readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
@@ -173,6 +191,14 @@ export class CapRLClient {
   caption(path: string): Promise<ICaptionReply> {
     return requestAPI<ICaptionReply>(
       'caption',
+      { method: 'POST', body: JSON.stringify({ path }) },
+      this.serverSettings
+    );
+  }
+
+  extractTable(path: string): Promise<IExtractTableReply> {
+    return requestAPI<IExtractTableReply>(
+      'extract-table',
       { method: 'POST', body: JSON.stringify({ path }) },
       this.serverSettings
     );

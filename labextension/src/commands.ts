@@ -33,4 +33,15 @@ export namespace CommandIDs {
    * a file with caprl_nb; args `{ path: string }`.
    */
   export const insertCaptionCode = 'caprl-nb:insert-caption-code';
+
+  /**
+   * Read the chart in an image file into a table; args as `captionFile`.
+   */
+  export const extractTable = 'caprl-nb:extract-table';
+
+  /**
+   * Add a code cell below the active cell of the current notebook that reads
+   * a chart with `caprl_nb.extract.chart_table`; args `{ path: string }`.
+   */
+  export const insertTableCode = 'caprl-nb:insert-table-code';
 }

@@ -3,7 +3,7 @@
  *
  * - a status-bar item: the model server's state, model and queue (polls `/caprl/status`);
  * - a side panel: server details, throughput, recent results, settings, docs;
- * - "Caption with CapRL" on image files in the file browser.
+ * - "Caption with CapRL" and "Extract table with CapRL" on image files in the file browser.
  *
  * The base URL and model are JupyterLab settings (`schema/plugin.json`), pushed to
  * `POST /caprl/settings` when they load and whenever they change.
@@ -24,6 +24,7 @@ import { addCaptionCommands } from './caption';
 import { CommandIDs, PLUGIN_ID, STATUS_ITEM_ID } from './commands';
 import { CapRLPanel, ILabSettings } from './panel';
 import { StatusItem, StatusModel } from './status';
+import { addTableCommands } from './table';
 
 /** The palette category of every command. */
 const CATEGORY = 'CapRL';
@@ -66,7 +67,7 @@ function settingsUpdate(settings: ILabSettings): ISettingsUpdate {
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
-    'CapRL server status, recent captions and "Caption with CapRL" for image files.',
+    'CapRL server status, recent captions, and "Caption with CapRL" and "Extract table with CapRL" for image files.',
   autoStart: true,
   requires: [ISettingRegistry],
   optional: [
@@ -151,12 +152,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => status.refresh()
     });
     addCaptionCommands(app, { client, browserFactory, notebooks });
+    addTableCommands(app, { client, browserFactory, notebooks });
 
     if (palette) {
       for (const command of [
         CommandIDs.openPanel,
         CommandIDs.refreshStatus,
-        CommandIDs.captionFile
+        CommandIDs.captionFile,
+        CommandIDs.extractTable
       ]) {
         palette.addItem({ command, category: CATEGORY });
       }
