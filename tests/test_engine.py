@@ -144,7 +144,7 @@ _STAND_IN = textwrap.dedent(
     if ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # a grandchild, as vLLM's engine core is: stop() must reach it through the group
-    subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)"])
+    subprocess.Popen([sys.executable, "-c", "import signal\\nsignal.pause()"])
     print("stand-in listening", flush=True)
 
     class Health(http.server.BaseHTTPRequestHandler):

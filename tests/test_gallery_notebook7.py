@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ import httpx
 import pytest
 
 from .jupyterlab import CHROMIUM, VIEWPORT, JupyterLabServer, browser, start_jupyterlab
+from .polling import wait_until
 
 EXPECT_MS = 20_000  # one UI change (Playwright's default 5 s is short on a loaded 2-core box)
 KERNEL_TIMEOUT = 60.0  # the page loaded, its kernel started and connected
@@ -79,14 +79,10 @@ def chromium() -> Iterator[Any]:
 
 def _poll(condition: Any, timeout: float, what: str, diagnostics: Any) -> Any:
     """``condition()`` until truthy; fails naming ``what`` and showing ``diagnostics()`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics()}")
-        time.sleep(0.1)
+    try:
+        return wait_until(condition, timeout, what, interval=0.1)
+    except AssertionError:
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics()}")
 
 
 class Notebook7Page:

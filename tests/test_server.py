@@ -22,6 +22,8 @@ from caprl_nb.server.status import parse_metrics
 
 from .vllm_sim import Fault, VLLMSimulator
 
+POLL_INTERVAL = 0.01
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
@@ -278,9 +280,9 @@ async def test_extract_table_leaves_the_server_answering_meanwhile(
     extraction = asyncio.ensure_future(
         _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": picture}))
     deadline = time.monotonic() + 20
-    while sim_env.in_flight == 0 and not extraction.done():
+    while sim_env.in_flight == 0 and not extraction.done():  # poll until it reaches the server
         assert time.monotonic() < deadline, "the extraction never reached the model server"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
     code, _settings = await _json(jp_fetch, "caprl", "settings")
     assert code == 200 and not extraction.done()
     code, doc = await extraction
