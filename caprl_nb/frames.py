@@ -7,7 +7,7 @@ directly on any sequence of images. The caller's objects are never modified.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +18,9 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.errors import BatchError, ConfigError, warn
 from caprl_nb.prompts import Task, ask_task, caption_task
 
-__all__ = ["DETAIL_COLUMNS", "as_series", "ask", "caption", "failure_summary", "run_task"]
+__all__ = [
+    "DETAIL_COLUMNS", "as_series", "ask", "caption", "failure_summary", "run_task", "settle_failures",
+]
 
 Errors = Literal["coerce", "raise"]
 
@@ -69,18 +71,33 @@ def run_task(
         series.array, task, resolved, cache=cache, progress=progress, description=task.name
     )
     frame = _frame(results, series.index, task.output)
-    failed = frame["error"].notna()
-    if failed.any():
-        if errors == "raise":
-            cases = pd.DataFrame(
-                {"input": results.input, "error": frame["error"]}, index=series.index
-            )[failed.to_numpy()]
-            raise BatchError(cases, total=len(series))
-        if report:
-            warn(failure_summary(frame["error"][failed]))
+    settle_failures(frame["error"], lambda: results.input, errors, report=report)
     if details:
         return frame
     return frame[task.output].rename(task.output)
+
+
+def settle_failures(
+    error: pd.Series,
+    inputs: Callable[[], Sequence[str | None]],
+    errors: Errors,
+    *,
+    report: bool = True,
+) -> None:
+    """The ``errors=`` policy over a finished batch's ``error`` column.
+
+    ``"raise"``: one :class:`BatchError` carrying every failed row (``inputs()`` describes each
+    row's input; it is only called then). ``"coerce"``: one summary warning, unless
+    ``report=False``.
+    """
+    failed = error.notna()
+    if not failed.any():
+        return
+    if errors == "raise":
+        cases = pd.DataFrame({"input": list(inputs()), "error": error}, index=error.index)
+        raise BatchError(cases[failed.to_numpy()], total=len(error))
+    if report:
+        warn(failure_summary(error[failed]))
 
 
 def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from caprl_nb import frames, images
-from caprl_nb.errors import BatchError, ConfigError, warn
+from caprl_nb.errors import ConfigError
 from caprl_nb.extract.charts import CHART_PROMPT, CHART_SCHEMA, to_table
 from caprl_nb.extract.pages import expand_pdfs
 from caprl_nb.extract.parse import parse_answer
@@ -147,16 +147,14 @@ def _run(
                 out[name] = raw[name].array
     frame = pd.DataFrame(out, index=index)
 
-    failed = frame["error"].notna()
-    if failed.any():
-        if errors == "raise":
-            described = [
-                images.describe(source.iat[p]) + (f" page {pg}" if pg is not None else "")
-                for p, pg in zip(expanded.positions, expanded.pages)
-            ]
-            cases = pd.DataFrame({"input": described, "error": frame["error"]}, index=index)
-            raise BatchError(cases[failed.to_numpy()], total=len(frame))
-        warn(frames.failure_summary(frame["error"][failed]))
+    frames.settle_failures(
+        frame["error"],
+        lambda: [
+            images.describe(source.iat[p]) + (f" page {pg}" if pg is not None else "")
+            for p, pg in zip(expanded.positions, expanded.pages)
+        ],
+        errors,
+    )
     return frame, answers
 
 
