@@ -62,7 +62,7 @@ from caprl_nb.widgets.edits import (
     table_json,
     table_kinds,
 )
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["ExtractionReview", "canonical_json", "review_extraction"]
@@ -165,9 +165,9 @@ class ExtractionReview(anywidget.AnyWidget):
             self._tables = []
             records = frame[self._fields].to_dict("records") if n else []
             self._values = [{str(k): jsonable(v) for k, v in rec.items()} for rec in records]
-        self._store = ResultStore(resolve_settings(home=home).store_path) if store else None
+        opened = ResultStore(resolve_settings(home=home).store_path) if store else None
         self._reviews = ReviewModel(
-            [item_key(v, canonical_json(x)) for v, x in zip(self._images, self._values)], self._store
+            [item_key(v, canonical_json(x)) for v, x in zip(self._images, self._values)], opened
         )
         self._image_side = int(image_side)
         self._thumbs = ThumbnailCache(max_items=32)
@@ -385,15 +385,7 @@ class ExtractionReview(anywidget.AnyWidget):
         self.send({"type": "row", "row": self._row(row)})
 
     def close(self) -> None:
-        # Also runs from Widget.__del__, possibly on a half-built instance.
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        store = getattr(self, "_store", None)
-        if store is not None:
-            store.close()
-            self._store = None
-            self._reviews.store = None
+        release(getattr(self, "_pool", None), getattr(self, "_reviews", None))
         super().close()
 
     def __len__(self) -> int:

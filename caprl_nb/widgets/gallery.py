@@ -24,7 +24,7 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.export import write_html
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -119,9 +119,9 @@ class Gallery(anywidget.AnyWidget):
         )
         self._sort_columns = {str(c): data[c] for c in sort}
         self._sources = [_source_name(v) for v in self._images]
-        self._store = ResultStore(resolve_settings(home=home).store_path) if store else None
+        opened = ResultStore(resolve_settings(home=home).store_path) if store else None
         self._reviews = ReviewModel(
-            [item_key(v, c) for v, c in zip(self._images, self._captions)], self._store
+            [item_key(v, c) for v, c in zip(self._images, self._captions)], opened
         )
         self._search: list[str] = [self._search_text(i) for i in range(n)]
         self._view = np.arange(n)
@@ -316,15 +316,7 @@ class Gallery(anywidget.AnyWidget):
         )
 
     def close(self) -> None:
-        # Also runs from Widget.__del__, possibly on a half-built instance.
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        store = getattr(self, "_store", None)
-        if store is not None:
-            store.close()
-            self._store = None
-            self._reviews.store = None
+        release(getattr(self, "_pool", None), getattr(self, "_reviews", None))
         super().close()
 
     def __len__(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 from caprl_nb.errors import ConfigError
 from caprl_nb.store import ResultStore
 
-__all__ = ["STATUSES", "ReviewModel", "item_key"]
+__all__ = ["STATUSES", "ReviewModel", "item_key", "release"]
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
 _CODE = {status: code for code, status in enumerate(STATUSES)}
@@ -57,6 +58,18 @@ def item_key(image: object, text: object) -> str:
     missing = text is None or (not isinstance(text, str) and bool(pd.isna(text)))
     h.update(b"" if missing else str(text).encode())
     return h.hexdigest()
+
+
+def release(pool: Executor | None, reviews: ReviewModel | None) -> None:
+    """Free what a review widget holds besides its comm: its image threads and its store.
+
+    Widgets call it from ``close()``, which also runs from ``Widget.__del__``, possibly on a
+    half-built instance: either argument may be missing.
+    """
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if reviews is not None:
+        reviews.close()
 
 
 class ReviewModel:
@@ -108,6 +121,12 @@ class ReviewModel:
     def _persist(self, row: int) -> None:
         if self.store is not None:
             self.store.put_review(self.items[row], self.status(row), self.edits.get(row))
+
+    def close(self) -> None:
+        """Close the store; later decisions are kept in memory only."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def counts(self) -> dict[str, int]:
         tally = np.bincount(self.codes, minlength=len(STATUSES))
