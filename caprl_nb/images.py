@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -42,7 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from caprl_nb.__about__ import __version__
 from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError
 from caprl_nb.errors import UnsupportedImageError
-from caprl_nb.models import ModelPreset
+from caprl_nb.models import ImageFit, ModelPreset
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload",
@@ -75,6 +76,12 @@ class FileStat:
     path: str  # absolute, symlinks resolved
     size: int
     mtime_ns: int
+    ino: int = 0  # a file replaced by a rename is another inode
+    ctime_ns: int = 0  # changes on every write, and no tool sets it back
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> FileStat:
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -88,6 +95,11 @@ class ImageSource:
     _image: Image.Image | None = field(default=None, kw_only=True, repr=False, compare=False)
     _max_bytes: int = field(default=DEFAULT_MAX_BYTES, kw_only=True, repr=False, compare=False)
     _content_type: str | None = field(default=None, kw_only=True, repr=False, compare=False)
+
+    @property
+    def hashed_now(self) -> bool:
+        """Whether the file's bytes were read and hashed now (not taken from ``known_hash``)."""
+        return self.stat is not None and self._data is not None
 
     def read(self) -> bytes | Image.Image:
         """The original encoded bytes, or the decoded image for PIL/ndarray inputs.
@@ -233,7 +245,7 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
         msg = f"{desc} is not a regular file (a pipe, socket or device). Copy the image to a file first."
         raise UnsupportedImageError(msg)
     _check_cap(st.st_size, max_bytes, desc)
-    fstat = FileStat(path, st.st_size, st.st_mtime_ns)
+    fstat = FileStat.of(path, st)
     if known_hash is not None:
         digest = known_hash(fstat)
         if digest:
@@ -258,7 +270,7 @@ def _read_file(path: str, desc: str, max_bytes: int) -> tuple[bytes, FileStat]:
     if len(data) != st.st_size:
         msg = f"{desc} changed while it was being read. Run the call again once nothing is writing to it."
         raise ImageError(msg)
-    return data, FileStat(path, st.st_size, st.st_mtime_ns)
+    return data, FileStat.of(path, st)
 
 
 def _identify_data_url(text: str, max_bytes: int) -> ImageSource:
@@ -420,6 +432,7 @@ class Payload:
     original_height: int
     reencoded: bool  # False when the original bytes went out untouched
     nbytes: int  # encoded bytes sent (before base64)
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)  # send as mm_processor_kwargs
 
 
 _MIMES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -433,6 +446,10 @@ def prepare(
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> Payload:
     """Make ``source`` fit ``preset`` (pixel limits, aspect ratio, ``max_image_tokens``).
+
+    The size and the ``mm_processor_kwargs`` to send come from :meth:`ModelPreset.fit`; send
+    ``Payload.processor_kwargs`` with the request when it is not empty (InternVL under a tight
+    budget), or the server will cut the image into more tiles than the budget allows.
 
     Raises :class:`ImageTooLargeError` for images with more than ``max_decode_pixels`` pixels
     (checked from the header, before decoding) or an aspect ratio the model refuses, and
@@ -463,37 +480,38 @@ def _prepare_encoded(
         if fmt == "PNG" and "exif" not in img.info and b"eXIf" in content:  # EXIF after the pixels
             img.load()
         orientation = _orientation(img)
-    (ow, oh), target, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
-    if orientation == 1 and target == (ow, oh) and _passes_through(img, content):
-        return _payload(content, _MIMES[fmt], target, (ow, oh), reencoded=False)
+    (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
+    if orientation == 1 and fit.size == (ow, oh) and _passes_through(img, content):
+        return _payload(content, _MIMES[fmt], fit, (ow, oh), reencoded=False)
     photo = fmt in ("JPEG", "MPO") or (fmt == "WEBP" and content[12:16] == b"VP8 ")
     with _pillow_errors(source.description, source._content_type, content):
         if fmt in ("JPEG", "MPO") and pre_target[0] < w0 and pre_target[1] < h0:
             img.draft(None, pre_target)  # the decoder scales by 1/2, 1/4 or 1/8 at no cost
         img.load()  # the first frame of an animation
         data, mime = _convert_and_encode(img, pre_target, orientation, photo)
-    return _payload(data, mime, target, (ow, oh), reencoded=True)
+    return _payload(data, mime, fit, (ow, oh), reencoded=True)
 
 
 def _prepare_decoded(source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None) -> Payload:
     with _pillow_errors(source.description):
         orientation = img.getexif().get(_ORIENTATION, 1)
-    (ow, oh), target, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
+    (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
     photo = img.format in ("JPEG", "MPO") or (img.format is None and ow * oh > _PHOTO_PIXELS)
     with _pillow_errors(source.description):
         img.load()
         data, mime = _convert_and_encode(img, pre_target, orientation, photo)
-    return _payload(data, mime, target, (ow, oh), reencoded=True)
+    return _payload(data, mime, fit, (ow, oh), reencoded=True)
 
 
 def _geometry(
     size: tuple[int, int], orientation: int, preset: ModelPreset, max_image_tokens: int | None
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """(upright size, target size, target size in the stored orientation) for one image."""
+) -> tuple[tuple[int, int], ImageFit, tuple[int, int]]:
+    """(upright size, how to send it upright, the size to send in the stored orientation)."""
     swap = orientation in (5, 6, 7, 8)
     upright = (size[1], size[0]) if swap else size
-    target = preset.target_size(*upright, max_image_tokens)
-    return upright, target, ((target[1], target[0]) if swap else target)
+    fit = preset.fit(*upright, max_image_tokens)
+    target = fit.size
+    return upright, fit, ((target[1], target[0]) if swap else target)
 
 
 def _orientation(img: Image.Image) -> int:
@@ -569,9 +587,10 @@ def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
     return converted if converted is not None else img.convert("RGB")
 
 
-def _payload(data: bytes, mime: str, size: tuple[int, int], original: tuple[int, int], *, reencoded: bool) -> Payload:
+def _payload(data: bytes, mime: str, fit: ImageFit, original: tuple[int, int], *, reencoded: bool) -> Payload:
     url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    return Payload(url, mime, size[0], size[1], original[0], original[1], reencoded, len(data))
+    (width, height), kwargs = fit.size, dict(fit.processor_kwargs)
+    return Payload(url, mime, width, height, original[0], original[1], reencoded, len(data), kwargs)
 
 
 @contextmanager

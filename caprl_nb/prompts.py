@@ -7,15 +7,14 @@ repetition_penalty 1.0, max_tokens 2048. Every sampling value can be overridden 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from caprl_nb.errors import ConfigError
 
-__all__ = ["CAPTION_PROMPT", "Sampling", "Task", "ask_task", "caption_task"]
+__all__ = ["CAPTION_PROMPT", "Sampling", "Task", "ask_task", "caption_task", "nonempty"]
 
 CAPTION_PROMPT = "Please describe this image in detail."
 
@@ -28,8 +27,11 @@ class Sampling:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     max_tokens: int = 2048
+    seed: int | None = None  # sent only when set; vLLM then samples reproducibly
 
     def __post_init__(self) -> None:
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ConfigError(f"seed must be an integer or None, got {self.seed!r}.")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be a positive integer, got {self.max_tokens!r}.")
         if not 0 <= self.temperature <= 2:
@@ -53,6 +55,11 @@ class Task:
     # A JSON schema the answer must satisfy (vLLM structured outputs); see structured_request().
     json_schema: dict[str, Any] | None = None
     schema_name: str = "answer"
+    # check(text, finish_reason, max_tokens_sent) -> why the answer is unusable, or None.
+    # A row whose answer fails it is a failed row: never stored as an answer, retried next run.
+    check: Callable[[str, str | None, int], str | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def messages(self, image_url: str) -> list[dict[str, Any]]:
         """The chat messages: a single user turn, image first, then the text; no system turn."""
@@ -67,8 +74,12 @@ class Task:
         ]
 
     def params(self) -> dict[str, Any]:
-        """Everything besides the image and model that changes the answer (part of the cache key)."""
-        params: dict[str, Any] = {"task": self.name, "prompt": self.prompt, **asdict(self.sampling)}
+        """What the caller asked for besides the image (provenance; the cache key is built from
+        what was actually sent, see :mod:`caprl_nb.plan`)."""
+        sampling = asdict(self.sampling)
+        if sampling["seed"] is None:
+            del sampling["seed"]
+        params: dict[str, Any] = {"task": self.name, "prompt": self.prompt, **sampling}
         if self.json_schema is not None:
             params["json_schema"] = self.json_schema
         return params
@@ -91,14 +102,6 @@ class Task:
             }
         }
 
-    def cache_key(self, image_sha256: str, model: str) -> str:
-        blob = json.dumps(
-            {"image": image_sha256, "model": model, "params": self.params()},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()
-
     def prompt_token_estimate(self) -> int:
         """Text tokens of the turn around the image (chat template included), rounded up."""
         return len(self.prompt.encode()) // 2 + 32
@@ -115,15 +118,26 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def _sampling(
     max_tokens: int | None, temperature: float | None, top_p: float | None,
-    repetition_penalty: float | None,
+    repetition_penalty: float | None, seed: int | None = None,
 ) -> Sampling:
     given = {
         "max_tokens": max_tokens,
         "temperature": temperature,
         "top_p": top_p,
         "repetition_penalty": repetition_penalty,
+        "seed": seed,
     }
     return Sampling(**{k: v for k, v in given.items() if v is not None})
+
+
+def nonempty(text: str, finish_reason: str | None, max_tokens: int) -> str | None:
+    """The check every free-text task runs: an empty completion is not an answer."""
+    if text.strip():
+        return None
+    return (
+        f"EmptyAnswerError: the server returned an empty answer (finish_reason={finish_reason!r}). "
+        "Check the server's log; the row is retried on the next run."
+    )
 
 
 def caption_task(
@@ -133,14 +147,14 @@ def caption_task(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
 ) -> Task:
     """CapRL's dense caption (or your own prompt in its place)."""
     text = CAPTION_PROMPT if prompt is None else prompt
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("prompt must be a non-empty string; leave it out for CapRL's own prompt.")
-    return Task(
-        "caption", text, _sampling(max_tokens, temperature, top_p, repetition_penalty), "caption"
-    )
+    sampling = _sampling(max_tokens, temperature, top_p, repetition_penalty, seed)
+    return Task("caption", text, sampling, "caption", check=nonempty)
 
 
 def ask_task(
@@ -150,10 +164,10 @@ def ask_task(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
 ) -> Task:
     """A free-form question about each image; the result column is ``answer``."""
     if not isinstance(question, str) or not question.strip():
         raise ConfigError("question must be a non-empty string, e.g. 'How many people are there?'.")
-    return Task(
-        "ask", question, _sampling(max_tokens, temperature, top_p, repetition_penalty), "answer"
-    )
+    sampling = _sampling(max_tokens, temperature, top_p, repetition_penalty, seed)
+    return Task("ask", question, sampling, "answer", check=nonempty)

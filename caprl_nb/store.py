@@ -1,9 +1,15 @@
 """The SQLite result store: every answer remembered, so re-runs are free and runs resumable.
 
-A result is keyed by ``Task.cache_key(image sha256, model)``, a hash of the image bytes, the
-model and every parameter that changes the answer. It is written the moment its row finishes,
-with its provenance (server URL, vLLM version, parameters, tokens, latency, finish reason,
-timestamp). Failed rows are never stored, so the next run retries them.
+A result is keyed by :meth:`caprl_nb.plan.RequestPlan.key`: a hash of the image bytes, the
+checkpoint that answered (never the served alias alone) and everything sent that changes the
+answer. It is written the moment its row finishes, with its provenance (checkpoint, alias,
+server URL, vLLM version, parameters as sent, size of the image sent, tokens, latency, finish
+reason, timestamp). Failed rows, empty answers and answers that fail their task's check are
+never stored, so the next run retries them.
+
+Rows written before keys named the checkpoint (``key_version`` 1) stay readable but answer
+nothing until adopted: :meth:`ResultStore.adopt` says which checkpoint an alias's old rows came
+from (``caprl-nb store adopt caprl internlm/CapRL-3B``).
 
 Schema changes are an append-only list of migrations (``MIGRATIONS``); the ``schema_migrations``
 table records which ran. Never edit or reorder a migration that has shipped: append a new one.
@@ -20,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caprl_nb.client import ServerInfo
 from caprl_nb.errors import StoreError
+from caprl_nb.images import FileStat
 
-__all__ = ["MIGRATIONS", "ResultStore", "StoredResult"]
+__all__ = ["MIGRATIONS", "RACY_WINDOW_NS", "ResultStore", "StoredResult"]
 
 
 def _m001_results(db: sqlite3.Connection) -> None:
@@ -96,12 +104,47 @@ def _m004_reviews(db: sqlite3.Connection) -> None:
     )
 
 
+def _m005_checkpoints(db: sqlite3.Connection) -> None:
+    # Keys name the checkpoint (key_version 2). Older rows keep key_version 1 and answer only
+    # once a user adopts them for a checkpoint (adopted_as).
+    db.execute("ALTER TABLE results ADD COLUMN checkpoint TEXT")
+    db.execute("ALTER TABLE results ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE results ADD COLUMN adopted_as TEXT")
+    db.execute("CREATE INDEX results_adopted ON results (adopted_as) WHERE adopted_as IS NOT NULL")
+    db.execute("ALTER TABLE servers ADD COLUMN parent TEXT")
+
+
+def _m006_file_hashes_racy(db: sqlite3.Connection) -> None:
+    # The memo also checks inode and ctime, and knows when it was written, so a file rewritten
+    # within the filesystem's timestamp resolution is hashed again (git's "racy" rule).
+    db.execute("DROP TABLE file_hashes")
+    db.execute(
+        """
+        CREATE TABLE file_hashes (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_results,
     _m002_file_hashes,
     _m003_servers,
     _m004_reviews,
+    _m005_checkpoints,
+    _m006_file_hashes_racy,
 ]
+
+# A file's hash is remembered only once its timestamps are this much older than the moment it
+# was hashed: coarser filesystems (FAT: 2 s; NFS and SMB caches) could otherwise hide a rewrite
+# of the same size that lands in the same timestamp tick.
+RACY_WINDOW_NS = 3_000_000_000
 
 
 @dataclass(frozen=True)
@@ -119,7 +162,10 @@ class StoredResult:
 _RESULT_FIELDS = (
     "key", "task", "image_sha256", "input", "model", "model_root", "base_url", "server_version",
     "params", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s",
-    "sent_width", "sent_height", "created_at",
+    "sent_width", "sent_height", "created_at", "checkpoint", "key_version", "adopted_as",
+)
+_HIT_FIELDS = (
+    "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at"
 )
 
 
@@ -152,6 +198,28 @@ class ResultStore:
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
         )
         done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+        self._check_not_newer(done)
+        for version, migration in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Read again under the write lock: another process may have just applied it.
+                applied = db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                ).fetchone()
+                if applied is None:
+                    migration(db)
+                    db.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (version, migration.__name__.lstrip("_"), time.time()),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _check_not_newer(self, done: set[int]) -> None:
         if done and max(done) > len(MIGRATIONS):
             msg = (
                 f"The result store at {self.path} was written by a newer caprl_nb (schema "
@@ -159,20 +227,6 @@ class ResultStore:
                 "CAPRL_HOME to another directory."
             )
             raise StoreError(msg)
-        for version, migration in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                migration(db)
-                db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, migration.__name__.lstrip("_"), time.time()),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     @property
     def schema_version(self) -> int:
@@ -190,16 +244,61 @@ class ResultStore:
             raise StoreError(msg) from exc
 
     def get(self, key: str) -> StoredResult | None:
+        rows = self._run(f"SELECT {_HIT_FIELDS} FROM results WHERE key = ?", (key,))
+        return StoredResult(*rows[0]) if rows else None
+
+    def get_adopted(self, key: str, checkpoint: str) -> StoredResult | None:
+        """A schema-1 row under ``key`` that the user adopted for ``checkpoint``."""
         rows = self._run(
-            "SELECT key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, "
-            "created_at FROM results WHERE key = ?",
-            (key,),
+            f"SELECT {_HIT_FIELDS} FROM results WHERE key = ? AND key_version = 1 AND adopted_as = ?",
+            (key, checkpoint),
         )
         return StoredResult(*rows[0]) if rows else None
+
+    def adopted_aliases(self, checkpoint: str) -> list[str]:
+        """The aliases whose schema-1 rows were adopted for ``checkpoint``."""
+        rows = self._run(
+            "SELECT DISTINCT model FROM results WHERE adopted_as = ? AND key_version = 1",
+            (checkpoint,),
+        )
+        return [r[0] for r in rows]
+
+    def adopt(self, alias: str, checkpoint: str, base_url: str | None = None) -> int:
+        """Say that the schema-1 rows stored under ``alias`` (at ``base_url``, if given) came from
+        ``checkpoint``, so runs against that checkpoint re-use them. Returns how many rows."""
+        sql = "UPDATE results SET adopted_as = ? WHERE key_version = 1 AND model = ?"
+        args: tuple[Any, ...] = (checkpoint, alias)
+        if base_url is not None:
+            sql += " AND base_url = ?"
+            args += (base_url.rstrip("/"),)
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).rowcount
+            except sqlite3.Error as exc:
+                msg = f"The result store at {self.path} failed: {exc}. Check the disk."
+                raise StoreError(msg) from exc
+
+    def by_checkpoint(self) -> list[dict[str, Any]]:
+        """Result counts by checkpoint and task (rows keyed by checkpoint only)."""
+        rows = self._run(
+            "SELECT checkpoint, task, COUNT(*) FROM results WHERE key_version = 2 "
+            "GROUP BY checkpoint, task ORDER BY COUNT(*) DESC"
+        )
+        return [dict(zip(("checkpoint", "task", "rows"), row)) for row in rows]
+
+    def legacy_summary(self) -> list[dict[str, Any]]:
+        """Schema-1 rows by alias and server: what ``adopt`` could adopt."""
+        rows = self._run(
+            "SELECT model, base_url, model_root, adopted_as, COUNT(*) FROM results "
+            "WHERE key_version = 1 GROUP BY model, base_url, model_root, adopted_as"
+        )
+        names = ("alias", "base_url", "root", "adopted_as", "rows")
+        return [dict(zip(names, row)) for row in rows]
 
     def put(self, **fields: Any) -> None:
         """Insert or replace one result; ``fields`` are the ``results`` columns."""
         fields.setdefault("created_at", time.time())
+        fields.setdefault("key_version", 2)
         if isinstance(fields.get("params"), dict):
             fields["params"] = json.dumps(fields["params"], sort_keys=True)
         missing = {"key", "task", "image_sha256", "model", "params", "text"} - set(fields)
@@ -236,37 +335,48 @@ class ResultStore:
         return int(self._run("SELECT COUNT(*) FROM results")[0][0])
 
     # -- file hash memo -------------------------------------------------------------------
-    def file_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
+    def file_hash(self, stat: FileStat) -> str | None:
+        """The remembered sha256 of a file whose size, mtime, inode and ctime are unchanged."""
         rows = self._run(
-            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (path, size, mtime_ns),
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ? "
+            "AND ino = ? AND ctime_ns = ?",
+            (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns),
         )
         return rows[0][0] if rows else None
 
-    def remember_file_hash(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+    def remember_file_hash(self, stat: FileStat, sha256: str, *, now_ns: int | None = None) -> bool:
+        """Remember a file's hash, unless it changed too recently to be sure a later rewrite
+        would change its timestamps (see RACY_WINDOW_NS). Returns whether it was remembered."""
+        now = time.time_ns() if now_ns is None else now_ns
+        if max(stat.mtime_ns, stat.ctime_ns) > now - RACY_WINDOW_NS:
+            return False
         self._run(
-            "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (path, size, mtime_ns, sha256)
+            "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)",
+            (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha256),
         )
+        return True
 
     # -- servers --------------------------------------------------------------------------
-    def remember_server(
-        self, base_url: str, model: str, model_root: str | None, max_model_len: int | None,
-        version: str | None,
-    ) -> None:
+    def remember_server(self, info: ServerInfo) -> None:
         self._run(
-            "INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?, ?, ?)",
-            (base_url, model, model_root, max_model_len, version, time.time()),
+            "INSERT OR REPLACE INTO servers (base_url, model, model_root, max_model_len, version, "
+            "seen_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (info.base_url, info.model, info.root, info.max_model_len, info.version, time.time(),
+             info.parent),
         )
 
-    def last_server(self, base_url: str) -> dict[str, Any] | None:
+    def last_server(self, base_url: str) -> tuple[ServerInfo, float] | None:
+        """What ``base_url`` served when last seen, and when (seconds since the epoch)."""
         rows = self._run(
-            "SELECT model, model_root, max_model_len, version, seen_at FROM servers "
+            "SELECT model, model_root, max_model_len, version, seen_at, parent FROM servers "
             "WHERE base_url = ?",
             (base_url,),
         )
         if not rows:
             return None
-        return dict(zip(("model", "model_root", "max_model_len", "version", "seen_at"), rows[0]))
+        model, root, max_len, version, seen_at, parent = rows[0]
+        info = ServerInfo(base_url, model, root, max_len, version, (model,), parent)
+        return info, float(seen_at)
 
     # -- reviews --------------------------------------------------------------------------
     def reviews(self, items: list[str]) -> dict[str, tuple[str, str | None]]:

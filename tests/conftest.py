@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from caprl_nb import batch, config
+from caprl_nb import config
 
 from .vllm_sim import VLLMSimulator
 
@@ -23,17 +23,16 @@ OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own CAPRL_HOME and no process-wide settings or server memo."""
+    """Every test gets its own CAPRL_HOME and no process-wide settings."""
     home = tmp_path / "caprl-home"
     monkeypatch.setenv("CAPRL_HOME", str(home))
     for var in ("CAPRL_BASE_URL", "CAPRL_MODEL", "CAPRL_API_KEY", "CAPRL_CONCURRENCY",
-                "CAPRL_READ_TIMEOUT", "CAPRL_CONNECT_TIMEOUT", "CAPRL_MAX_RETRIES"):
+                "CAPRL_READ_TIMEOUT", "CAPRL_CONNECT_TIMEOUT", "CAPRL_MAX_RETRIES", "CAPRL_PRESET",
+                "CAPRL_WAIT_FOR_SERVER", "CAPRL_OUTAGE_TIMEOUT", "CAPRL_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     config._configured.clear()
-    batch._server_memo.clear()
     yield home
     config._configured.clear()
-    batch._server_memo.clear()
 
 
 @pytest.fixture
@@ -85,3 +84,27 @@ def make_images(folder: Path, n: int, size: tuple[int, int] = (96, 64)) -> list[
 @pytest.fixture
 def image_files(tmp_path: Path) -> list[str]:
     return make_images(tmp_path / "images", 12)
+
+
+def make_legacy_store(path: Path, image: str, text: str) -> None:
+    """A store as caprl_nb 0.1 left it: schema 4, rows keyed by the served alias."""
+    import hashlib
+    import sqlite3
+
+    from caprl_nb import store as store_module
+    from caprl_nb.plan import legacy_key
+    from caprl_nb.prompts import caption_task
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+    for version, migration in enumerate(store_module.MIGRATIONS[:4], start=1):
+        migration(db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, migration.__name__))
+    sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+    key = legacy_key(caption_task(max_tokens=8), sha, "caprl")
+    db.execute(
+        "INSERT INTO results (key, task, image_sha256, input, model, base_url, params, text, created_at) "
+        "VALUES (?, 'caption', ?, 'old', 'caprl', 'http://old/v1', '{}', ?, 0)",
+        (key, sha, text),
+    )
+    db.close()

@@ -50,15 +50,15 @@ def test_concurrency_is_bounded(tmp_path: Path) -> None:
         assert len(sim.requests) == 40
 
 
-def test_second_identical_call_never_reaches_the_server(image_files: list[str]) -> None:
+def test_second_identical_call_sends_no_completion(sim: VLLMSimulator, image_files: list[str]) -> None:
     task = caption_task(max_tokens=8)
-    with VLLMSimulator() as sim:
-        first = run_batch(image_files, task, _settings(sim), progress=False)
-        url = sim.base_url
-    # The server is gone: only the store can answer.
-    second = run_batch(image_files, task, resolve_settings(base_url=url), progress=False)
+    first = run_batch(image_files, task, _settings(sim), progress=False)
+    sim.reset_log()
+    # Only the server's identity is asked for (GET /v1/models); every row comes from the store.
+    second = run_batch(image_files, task, _settings(sim), progress=False)
     assert [r.cached for r in second] == [True] * len(image_files)
     assert [r.text for r in second] == [r.text for r in first]
+    assert sim.requests == []
 
 
 def test_changed_params_miss_the_cache(sim: VLLMSimulator, image_files: list[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import make_images
+from .conftest import make_images, make_legacy_store
+from .polling import wait_until
 from .vllm_sim import VLLMSimulator
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -62,6 +67,82 @@ def test_broken_file_exits_1_with_the_error_in_the_output(sim: VLLMSimulator, fo
     assert "1 of 6 image(s) failed" in done.stderr
 
 
+def _blocks(stdout: str) -> dict[str, str]:
+    """Terminal output by path: ``== PATH  (TAG)`` then the row's text, up to the next header."""
+    blocks = {}
+    for block in stdout.split("== ")[1:]:
+        header, _, body = block.partition("\n")
+        blocks[header.rsplit("  (", 1)[0]] = f"({header.rsplit('  (', 1)[1]}\n{body.strip()}"
+    return blocks
+
+
+def test_terminal_output_shows_captions_errors_and_cache(sim: VLLMSimulator, tmp_path: Path) -> None:
+    good = make_images(tmp_path / "in", 1)[0]
+    bad = tmp_path / "in" / "not-an-image.jpg"
+    bad.write_text("this is text, not a JPEG")
+    args = ("caption", good, str(bad), "--max-tokens", "8", "--base-url", sim.base_url, "-q")
+    done = _cli(*args)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    rows = _blocks(done.stdout)
+    assert list(rows) == [good, str(bad)]  # every row, in the order given
+    assert "sim caption" in rows[good] and "error" not in rows[good]
+    assert rows[str(bad)].startswith("(failed)\nerror: ImageDecodeError: ")
+    assert "not-an-image.jpg" in rows[str(bad)]
+    assert "1 of 2 image(s) failed (1 ImageDecodeError)" in done.stderr
+
+    again = _cli(*args)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    rows_again = _blocks(again.stdout)
+    assert rows_again[good].startswith("(cached)\nsim caption")
+    assert rows_again[str(bad)].startswith("(failed)\nerror: ImageDecodeError: ")
+    assert len(sim.requests) == 1  # the bad file never reached the server, the good one was cached
+
+
+def test_all_captioned_exits_0(sim: VLLMSimulator, tmp_path: Path) -> None:
+    files = make_images(tmp_path / "in", 2)
+    done = _cli("caption", *files, "--max-tokens", "8", "--base-url", sim.base_url, "-q")
+    assert done.returncode == 0, done.stderr
+    assert all("sim caption" in text for text in _blocks(done.stdout).values())
+    assert "failed" not in done.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a child process is POSIX")
+def test_interrupted_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    files = make_images(tmp_path / "in", 2)
+    with VLLMSimulator(latency=60) as slow:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "caprl_nb.cli", "caption", *files, "--base-url", slow.base_url, "-q"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: slow.in_flight > 0, 60, "the CLI's first request")
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+
+
+def _exit_status_lines(text: str) -> list[str]:
+    _, _, table = text.partition("Exit status of caprl-nb caption:")
+    lines = []
+    for line in table.strip("\n").splitlines():
+        if not line.startswith("  "):
+            break
+        lines.append(line.strip())
+    return lines
+
+
+def test_exit_status_is_documented_alike_in_help_and_readme() -> None:
+    done = _cli("caption", "--help")
+    assert done.returncode == 0
+    documented = _exit_status_lines(done.stdout)
+    assert [line.split()[0] for line in documented if line[0].isdigit()] == ["0", "1", "2", "130"]
+    assert _exit_status_lines(README.read_text(encoding="utf-8")) == documented
+
+
 def test_no_images_found(tmp_path: Path) -> None:
     done = _cli("caption", str(tmp_path))
     assert done.returncode == 2 and "No image files" in done.stderr
@@ -93,6 +174,54 @@ def test_caption_without_server(folder: Path) -> None:
 
     done = _cli("caption", str(folder), "--base-url", f"http://127.0.0.1:{free_port()}/v1", "-q")
     assert done.returncode == 2 and "caprl-nb serve" in done.stderr
+
+
+def test_offline_answers_from_the_store_as_the_last_checkpoint_seen(folder: Path) -> None:
+    with VLLMSimulator() as sim:
+        first = _cli("caption", str(folder), "-o", "-", "-q", "--max-tokens", "8", "--base-url", sim.base_url)
+        url = sim.base_url
+    assert first.returncode == 0
+    done = _cli("caption", str(folder), "-o", "-", "-q", "--max-tokens", "8", "--base-url", url, "--offline")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 5 and all(r["cached"] for r in rows)
+
+
+def test_store_info_and_adopt(tmp_path: Path, image_files: list[str]) -> None:
+    from caprl_nb.config import resolve_settings
+
+    path = resolve_settings().store_path
+    path.parent.mkdir(parents=True)
+    make_legacy_store(path, image_files[0], "old")
+    info = _cli("store", "info")
+    assert info.returncode == 0
+    assert "alias 'caprl' at http://old/v1" in info.stdout and "not adopted" in info.stdout
+    assert _cli("store", "adopt", "nobody", "internlm/CapRL-3B").returncode == 1
+    done = _cli("store", "adopt", "caprl", "internlm/CapRL-3B", "--base-url", "http://old/v1")
+    assert done.returncode == 0 and "1 row(s)" in done.stderr
+    assert "adopted for internlm/CapRL-3B" in _cli("store", "info").stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in engine is a shell script")
+def test_serve_prints_the_command_with_secrets_redacted(tmp_path: Path) -> None:
+    from caprl_nb.engine import free_port
+
+    fake = tmp_path / "python"  # an "engine" that logs the arguments it got and exits, as a crash
+    fake.write_text('#!/bin/sh\necho "non-default args: $*"\nexit 3\n')
+    fake.chmod(0o755)
+    port = free_port()
+    done = _cli(
+        "serve", "--python", str(fake), "--port", str(port), "--timeout", "60",
+        "--", "--api-key", "sk-live-123456", "--hf-token=hf_abcdef", "--max-num-seqs", "8",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    started = next(line for line in done.stderr.splitlines() if line.startswith("starting vLLM"))
+    assert "--api-key *** --hf-token=*** --max-num-seqs 8" in started
+    assert "exited with code 3" in done.stderr  # the log's tail, masked too
+    for secret in ("sk-live-123456", "hf_abcdef"):
+        assert secret not in done.stderr + done.stdout
+    log = Path(os.environ["CAPRL_HOME"]) / "logs" / f"serve-{port}.log"
+    assert "--api-key sk-live-123456 --hf-token=hf_abcdef" in log.read_text()  # the engine got the real key
 
 
 @pytest.mark.vllm

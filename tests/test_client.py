@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -140,3 +141,23 @@ def test_retry_delay_is_capped_and_jittered() -> None:
     assert retry_delay(30, None, cap=4) <= 4
     assert retry_delay(1, 7.0, cap=60) == 7.0
     assert retry_delay(1, 700.0, cap=60) == 60
+
+
+def test_a_refused_tile_count_says_how_to_serve_internvl(sim: VLLMSimulator) -> None:
+    # What vLLM 0.32 answers to mm_processor_kwargs without --trust-request-mm-kwargs.
+    refusal = json.dumps({"error": {
+        "message": "Per-request mm_processor_kwargs are disabled by default because they can change "
+                   "multimodal preprocessing resource usage. Start the server with "
+                   "--trust-request-mm-kwargs only when clients are trusted.",
+        "type": "BadRequestError", "param": "mm_processor_kwargs", "code": 400}})
+    sim.add_faults(Fault("status", 400, body=refusal))
+
+    async def call() -> None:
+        async with CapRLClient(resolve_settings(base_url=sim.base_url)) as client:
+            await client.complete(model="caprl", messages=[{"role": "user", "content": "x"}],
+                                  temperature=1.0, top_p=1.0, max_tokens=8, repetition_penalty=1.0,
+                                  processor_kwargs={"max_dynamic_patch": 2})
+
+    with pytest.raises(RequestRejectedError, match="--trust-request-mm-kwargs .caprl-nb serve adds it"):
+        asyncio.run(call())
+    assert sim.requests[0]["mm_processor_kwargs"] == {"max_dynamic_patch": 2}

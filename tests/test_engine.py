@@ -27,6 +27,7 @@ from caprl_nb.engine import (
     default_engine_dir,
     find_engine_python,
     free_port,
+    redact_command,
     serve_command,
     serve_env,
 )
@@ -65,6 +66,15 @@ def test_gpu_command_reserves_memory_like_the_authors() -> None:
     assert _flag(cmd, "--max-model-len") == "4096"
 
 
+def test_internvl_servers_trust_per_request_tile_counts() -> None:
+    # caprl_nb fits InternVL images by lowering max_dynamic_patch per request, which vLLM 0.32
+    # refuses (400) unless started with --trust-request-mm-kwargs.
+    internvl = serve_command("internlm/CapRL-InternVL3.5-8B", python="py", host="h", port=1,
+                             gpu=True, max_model_len=None)
+    qwen = serve_command("internlm/CapRL-3B", python="py", host="h", port=1, gpu=True, max_model_len=None)
+    assert "--trust-request-mm-kwargs" in internvl and "--trust-request-mm-kwargs" not in qwen
+
+
 def test_extra_flags_come_last_so_they_win() -> None:
     cmd = serve_command(
         "m", python="py", host="h", port=1, served_model_name="mine", gpu=True, max_model_len=None,
@@ -98,6 +108,51 @@ def test_gpu_env_has_no_cpu_settings(tmp_path: Path) -> None:
     env = serve_env({}, gpu=True, cache_dir=tmp_path)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and "VLLM_TARGET_DEVICE" not in env
     assert env["HF_HOME"] == str(tmp_path / "huggingface")
+
+
+# -- redact_command ------------------------------------------------------------------------------
+def test_secret_values_are_redacted_in_both_forms_and_argv_is_untouched() -> None:
+    argv = [
+        "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "internlm/CapRL-3B",
+        "--api-key", "sk-one", "--api-key=sk-two", "--hf-token", "hf_three", "--client_secret=four",
+        "--db-password", "five", "--port", "8000",
+    ]  # fmt: skip
+    real = list(argv)
+    assert redact_command(argv) == [
+        "/py", "-m", "vllm.entrypoints.openai.api_server", "--model", "internlm/CapRL-3B",
+        "--api-key", "***", "--api-key=***", "--hf-token", "***", "--client_secret=***",
+        "--db-password", "***", "--port", "8000",
+    ]  # fmt: skip
+    assert argv == real
+
+
+def test_options_that_only_look_like_secrets_are_kept() -> None:
+    argv = [
+        "--tokenizer", "Qwen/Qwen2.5-VL-3B-Instruct", "--max-num-batched-tokens", "8192",
+        "--ssl-keyfile", "server.pem", "--return-tokens-as-token-ids", "--port", "1",
+    ]  # fmt: skip
+    assert redact_command(argv) == argv  # a value-less secret-named flag does not swallow --port
+
+
+def test_the_engine_gets_the_real_key_and_its_errors_do_not_show_it(tmp_path: Path) -> None:
+    code = "import sys; print('non-default args:', sys.argv[1:], flush=True); sys.exit(3)"
+    cmd = [sys.executable, "-c", code, "--api-key", "sk-real-secret", "--hf-token=hf_real_token"]
+    log = tmp_path / "e.log"
+    engine = EngineProcess(cmd, env=dict(os.environ), host="127.0.0.1", port=free_port(), log_path=log)
+    with engine, pytest.raises(EngineError, match="exited with code 3") as info:
+        engine.wait_ready(timeout=120)
+    assert "'--api-key', '***', '--hf-token=***'" in str(info.value)
+    assert "sk-real-secret" not in str(info.value) and "hf_real_token" not in str(info.value)
+    assert "'sk-real-secret'" in log.read_text() and "hf_real_token" in log.read_text()
+    assert engine.command == cmd
+
+
+def test_an_engine_that_cannot_start_names_its_command_without_the_key(tmp_path: Path) -> None:
+    cmd = [str(tmp_path / "no-such-python"), "-m", "vllm", "--api-key", "sk-real-secret"]
+    engine = EngineProcess(cmd, env={}, host="127.0.0.1", port=free_port(), log_path=tmp_path / "e.log")
+    with pytest.raises(EngineError, match=r"no-such-python -m vllm --api-key \*\*\*") as info:
+        engine.start()
+    assert "sk-real-secret" not in str(info.value)
 
 
 # -- find_engine_python ----------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_fitting_image_goes_out_as_its_exact_bytes(tmp_path: Path, fmt: str, suf
     source = identify(str(path))
     assert source.description == f"file '{path.resolve()}'"
     assert source.sha256 == hashlib.sha256(original).hexdigest()
-    assert source.stat == FileStat(str(path.resolve()), len(original), path.stat().st_mtime_ns)
+    assert source.stat == FileStat.of(str(path.resolve()), path.stat())
     payload = prepare(source, QWEN)
     assert payload.reencoded is False
     assert sent_bytes(payload) == original
@@ -283,10 +283,18 @@ def test_image_over_the_pixel_limit_is_resized_within_it(tmp_path: Path) -> None
     assert payload.width * payload.height <= QWEN.max_pixels
     assert (payload.width, payload.height) == QWEN.target_size(4000, 3500)
     assert (payload.original_width, payload.original_height) == (4000, 3500)
+
+
+def test_internvl_keeps_the_size_its_tiles_use_and_drops_only_wasted_pixels(tmp_path: Path) -> None:
     save(gradient(2000, 1500), tmp_path / "big.png", "PNG", compress_level=1)
     payload = prepare(identify(tmp_path / "big.png"), INTERNVL)
-    assert payload.mime == "image/png"
-    assert payload.width * payload.height <= INTERNVL.max_tiles * 448 * 448
+    # 4x3 tiles of 448 px (1792x1344) sample most of it: sent as it is, with no kwargs.
+    assert not payload.reencoded and (payload.width, payload.height) == (2000, 1500)
+    assert payload.processor_kwargs == {}
+    save(gradient(4000, 3000), tmp_path / "huge.jpg", "JPEG", quality=85)
+    payload = prepare(identify(tmp_path / "huge.jpg"), INTERNVL)
+    assert payload.reencoded and (payload.width, payload.height) == (1792, 1344)  # the 4x3 grid
+    assert INTERNVL.image_tokens(1792, 1344) == INTERNVL.image_tokens(4000, 3000) == 13 * 256
 
 
 def test_tiny_image_is_scaled_up_to_the_minimum(tmp_path: Path) -> None:
@@ -303,8 +311,18 @@ def test_max_image_tokens_is_honoured(tmp_path: Path, preset: object, budget: in
     if not path.exists():
         save(gradient(1600, 1200), path, "PNG", compress_level=1)
     payload = prepare(identify(path), preset, max_image_tokens=budget)  # type: ignore[arg-type]
-    assert preset.image_tokens(payload.width, payload.height) <= budget  # type: ignore[attr-defined]
+    tiles = payload.processor_kwargs.get("max_dynamic_patch")
+    assert preset.image_tokens(payload.width, payload.height, tiles) <= budget  # type: ignore[attr-defined]
     assert payload.width / payload.height == pytest.approx(4 / 3, rel=0.05)
+
+
+def test_internvl_budget_travels_as_processor_kwargs_not_pixels(tmp_path: Path) -> None:
+    save(gradient(1000, 100), tmp_path / "strip.png", "PNG")
+    payload = prepare(identify(tmp_path / "strip.png"), INTERNVL, max_image_tokens=1100)
+    assert (payload.width, payload.height) == (1000, 100) and not payload.reencoded
+    assert payload.processor_kwargs == {"max_dynamic_patch": 3}  # 3x1 tiles + thumbnail = 1024
+    assert INTERNVL.image_tokens(1000, 100, 3) == 1024
+    assert prepare(identify(tmp_path / "strip.png"), QWEN, max_image_tokens=40).processor_kwargs == {}
 
 
 def test_big_jpeg_uses_draft_and_gets_the_exact_target_size(tmp_path: Path) -> None:
@@ -423,18 +441,19 @@ def test_known_hash_skips_reading_the_file(tmp_path: Path) -> None:
     source = identify(path, known_hash=memo)
     after = read_chars()
     assert source.sha256 == "f" * 64
-    assert asked == [FileStat(str(path.resolve()), 4 * 1024 * 1024, path.stat().st_mtime_ns)]
+    assert asked == [FileStat.of(str(path.resolve()), path.stat())]
     if before is not None and after is not None:
         assert after - before < 256 * 1024
         identify(path)  # the measurement does see a real read
         assert read_chars() - after >= 4 * 1024 * 1024  # type: ignore[operator]
-    # Swap the contents behind its back (same size and mtime): read() returns the new bytes, so
-    # identify held nothing.
+    # Swap the contents behind its back, restoring size and mtime: read() looks at the file again
+    # (identify held nothing) and sees, from its ctime, that it is no longer what was hashed.
     swapped = os.urandom(4 * 1024 * 1024)
     mtime = path.stat().st_mtime_ns
     path.write_bytes(swapped)
     os.utime(path, ns=(mtime, mtime))
-    assert source.read() == swapped
+    with pytest.raises(ImageError, match="changed after it was hashed"):
+        source.read()
 
 
 def test_known_hash_miss_reads_and_hashes(tmp_path: Path) -> None:

@@ -15,21 +15,25 @@ def test_caption_task_is_the_authors_request() -> None:
     assert content[1]["text"] == CAPTION_PROMPT
 
 
-def test_overrides_and_cache_key() -> None:
+def test_overrides_and_params() -> None:
     base = caption_task()
-    other = caption_task(max_tokens=64, temperature=0.0)
+    other = caption_task(max_tokens=64, temperature=0.0, seed=3)
     assert other.sampling.max_tokens == 64 and other.sampling.temperature == 0.0
-    key = base.cache_key("abc", "caprl")
-    assert key == caption_task().cache_key("abc", "caprl")
-    assert key != other.cache_key("abc", "caprl")
-    assert key != base.cache_key("abd", "caprl")
-    assert key != base.cache_key("abc", "other-model")
-    assert key != caption_task("Describe briefly.").cache_key("abc", "caprl")
-    assert key != ask_task(CAPTION_PROMPT).cache_key("abc", "caprl")  # task is part of the key
+    assert base.params() == caption_task().params()
+    assert "seed" not in base.params() and other.params()["seed"] == 3
+    assert base.params() != ask_task(CAPTION_PROMPT).params()  # the task is part of it
+
+
+def test_an_empty_answer_fails_the_check() -> None:
+    task = caption_task()
+    assert task.check is not None
+    assert task.check("A red square.", "stop", 2048) is None
+    assert task.check("  \n", "stop", 2048).startswith("EmptyAnswerError")
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}, {"prompt": "  "}]
+    "kwargs",
+    [{"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}, {"prompt": "  "}, {"seed": "1"}],
 )
 def test_bad_sampling(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
@@ -54,4 +58,4 @@ def test_structured_request_dialects() -> None:
     assert task.structured_request("0.11.2") == {"guided_json": schema}
     assert task.structured_request("0.12.0rc1+cpu") == modern
     assert caption_task().structured_request("0.32.0") == {}
-    assert task.cache_key("a", "m") != caption_task().cache_key("a", "m")
+    assert task.params() != caption_task().params()  # the schema is part of the request

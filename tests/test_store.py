@@ -1,11 +1,14 @@
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
+from caprl_nb.client import ServerInfo
 from caprl_nb.errors import StoreError
-from caprl_nb.store import MIGRATIONS, ResultStore
+from caprl_nb.images import FileStat
+from caprl_nb.store import MIGRATIONS, RACY_WINDOW_NS, ResultStore
 
 
 def _put(store: ResultStore, key: str, text: str = "a caption") -> None:
@@ -60,19 +63,30 @@ def test_unwritable_home_says_what_to_do(tmp_path: Path) -> None:
         ResultStore(blocker / "sub" / "s.sqlite3")
 
 
-def test_file_hash_memo_is_keyed_by_size_and_mtime(tmp_path: Path) -> None:
+def test_file_hash_memo_checks_size_mtime_inode_and_ctime(tmp_path: Path) -> None:
+    old = FileStat("/a.png", 10, 111, 5, 222)
+    later = 222 + RACY_WINDOW_NS + 1
     with ResultStore(tmp_path / "s.sqlite3") as store:
-        store.remember_file_hash("/a.png", 10, 111, "h1")
-        assert store.file_hash("/a.png", 10, 111) == "h1"
-        assert store.file_hash("/a.png", 10, 112) is None
-        assert store.file_hash("/a.png", 11, 111) is None
+        assert store.remember_file_hash(old, "h1", now_ns=later)
+        assert store.file_hash(old) == "h1"
+        for changed in ({"size": 11}, {"mtime_ns": 112}, {"ino": 6}, {"ctime_ns": 223}):
+            assert store.file_hash(dataclasses.replace(old, **changed)) is None
+
+
+def test_a_file_changed_within_the_racy_window_is_not_remembered(tmp_path: Path) -> None:
+    recent = FileStat("/a.png", 10, 1_000, 5, 1_000)
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        assert not store.remember_file_hash(recent, "h1", now_ns=1_000 + RACY_WINDOW_NS // 2)
+        assert store.file_hash(recent) is None
 
 
 def test_server_memo(tmp_path: Path) -> None:
     with ResultStore(tmp_path / "s.sqlite3") as store:
         assert store.last_server("http://h/v1") is None
-        store.remember_server("http://h/v1", "caprl", "/m", 2048, "0.32.0")
-        assert store.last_server("http://h/v1")["max_model_len"] == 2048
+        store.remember_server(ServerInfo("http://h/v1", "caprl", "/m", 2048, "0.32.0", parent="/base"))
+        info, seen_at = store.last_server("http://h/v1")
+        assert (info.max_model_len, info.checkpoint) == (2048, "/m+/base") and seen_at > 0
+
 
 
 def test_concurrent_writers(tmp_path: Path) -> None:
@@ -96,3 +110,18 @@ def test_recent_keeps_text_with_nul_characters(tmp_path: Path) -> None:
     assert recent[0]["text"] == text[:300]
     with ResultStore(tmp_path / "s.sqlite3") as store:
         assert store.get("k").text == text
+
+
+def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "race.sqlite3"
+    code = "import sys; from caprl_nb.store import ResultStore; ResultStore(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)
+             for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    with ResultStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)

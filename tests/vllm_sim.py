@@ -185,6 +185,8 @@ class VLLMSimulator:
     completion_tokens: words in a full caption; a smaller ``max_tokens`` truncates it
               with ``finish_reason="length"``.
     context_check: ``"clamp"`` (vLLM 0.32) or ``"reject"`` (older vLLMs); see the module doc.
+    port:     the port to listen on (0: a free one); pass a stopped simulator's port to
+              restart "the same server" at the same URL.
 
     Observations, readable from any thread:
     requests: every chat-completion request body received (parsed JSON; ``{"_raw": ...}``
@@ -212,6 +214,7 @@ class VLLMSimulator:
         completion_tokens: int = 16,
         context_check: str = "clamp",
         keep_bodies: bool = True,
+        port: int = 0,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             msg = f"fault_rate must be within [0, 1], not {fault_rate}."
@@ -232,6 +235,7 @@ class VLLMSimulator:
         self.completion_tokens = completion_tokens
         self.context_check = context_check
         self.keep_bodies = keep_bodies  # False: log outcomes and image digests only (long benchmarks)
+        self.port = port  # 0: a free port; a port a stopped simulator had: "the same server restarted"
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
@@ -342,7 +346,8 @@ class VLLMSimulator:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.capacity) if self.capacity else None
         server = await asyncio.start_server(
-            self._connection, "127.0.0.1", 0, backlog=1024, limit=_HEADER_LIMIT
+            self._connection, "127.0.0.1", self.port, backlog=1024, limit=_HEADER_LIMIT,
+            reuse_address=True,
         )
         port = server.sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"

@@ -53,11 +53,14 @@ def extraction_task(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
 ) -> Task:
     """The Task ``extract`` sends: ``prompt`` (default :data:`EXTRACT_PROMPT`) plus the schema.
 
     The schema travels twice: in the text, so the model knows the field names and meanings,
-    and as ``response_format``, so a vLLM server constrains the answer to it.
+    and as ``response_format``, so a vLLM server constrains the answer to it. The task's check
+    parses and validates each answer before it is stored: an answer that fails is a failed
+    row, retried on the next run, never replayed from the store.
     """
     spec = as_schema(schema)
     text = EXTRACT_PROMPT if prompt is None else prompt
@@ -66,12 +69,19 @@ def extraction_task(
     if name == "extract":
         text = f"{text}\nJSON schema: {json.dumps(spec.json_schema, separators=(',', ':'))}"
     given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-             "repetition_penalty": repetition_penalty}
+             "repetition_penalty": repetition_penalty, "seed": seed}
     sampling = Sampling(**{
         "max_tokens": DEFAULT_MAX_TOKENS, "temperature": DEFAULT_TEMPERATURE,
         **{k: v for k, v in given.items() if v is not None},
     })
-    return Task(name, text, sampling, RAW, json_schema=spec.json_schema, schema_name=spec.name)
+    def check(answer: str, finish_reason: str | None, sent_max_tokens: int) -> str | None:
+        parsed = parse_answer(answer, finish_reason=finish_reason, max_tokens=sent_max_tokens)
+        if parsed.error is not None:
+            return parsed.error
+        return spec.validate(parsed.value)[1]
+
+    return Task(name, text, sampling, RAW, json_schema=spec.json_schema, schema_name=spec.name,
+                check=check)
 
 
 def _run(
@@ -167,6 +177,7 @@ def extract(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
     details: bool = False,
     errors: Errors = "coerce",
     cache: bool = True,
@@ -192,7 +203,7 @@ def extract(
     spec = as_schema(schema)
     task = extraction_task(
         spec, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, seed=seed,
     )
     frame, _answers = _run(images, spec, task, details=details, errors=errors, cache=cache,
                            progress=progress, settings=settings)
@@ -207,6 +218,7 @@ def chart_table(
     temperature: float | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    seed: int | None = None,
     details: bool = False,
     errors: Errors = "coerce",
     cache: bool = True,
@@ -227,7 +239,7 @@ def chart_table(
     task = extraction_task(
         spec, prompt=CHART_PROMPT if prompt is None else prompt, name="chart_table",
         max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, seed=seed,
     )
     frame, answers = _run(images, spec, task, details=details, errors=errors, cache=cache,
                           progress=progress, settings=settings)

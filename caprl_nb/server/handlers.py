@@ -190,13 +190,13 @@ class CaptionHandler(CapRLHandler):
         runner = BatchRunner(task, settings)
         try:
             result = (await runner.run([str(full)], 1))[0]
+            if result.error is not None:
+                return self.row_failed(result.error)
+            assert runner.plan is not None and runner.store is not None
+            source = images.identify(str(full), known_hash=runner.store.file_hash)
+            record = runner.store.provenance(runner.plan.key(source.sha256)) or {}
         finally:
             runner.close()
-        if result.error is not None:
-            return self.row_failed(result.error)
-        source = images.identify(str(full))
-        with ResultStore(settings.store_path) as store:
-            record = store.provenance(task.cache_key(source.sha256, result.model or "")) or {}
         return {
             "caption": result.text, "cached": result.cached, "model": result.model,
             "latency_s": result.latency_s, "prompt_tokens": result.prompt_tokens,
