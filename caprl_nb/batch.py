@@ -50,7 +50,8 @@ class RowResult:
     text: str | None = None
     error: str | None = None
     cached: bool = False
-    model: str | None = None
+    model: str | None = None  # the served alias the request named
+    checkpoint: str | None = None  # the weights that answered (see caprl_nb.plan)
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -65,7 +66,7 @@ class BatchResults:
     Indexing or iterating gives :class:`RowResult` views; :meth:`columns` gives pandas-ready arrays.
     """
 
-    _OBJECTS = ("text", "error", "model", "finish_reason", "input")
+    _OBJECTS = ("text", "error", "model", "checkpoint", "finish_reason", "input")
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -85,6 +86,7 @@ class BatchResults:
         self.input[i] = r.input
         # A handful of distinct values repeated on every row: share one string object.
         self.model[i] = sys.intern(r.model) if r.model else None
+        self.checkpoint[i] = sys.intern(r.checkpoint) if r.checkpoint else None
         self.finish_reason[i] = sys.intern(r.finish_reason) if r.finish_reason else None
         self.cached[i] = r.cached
         self.latency_s[i] = np.nan if r.latency_s is None else r.latency_s
@@ -104,7 +106,8 @@ class BatchResults:
         latency = float(self.latency_s[i])
         return RowResult(
             text=self.text[i], error=self.error[i], cached=bool(self.cached[i]),
-            model=self.model[i], latency_s=None if latency != latency else latency,
+            model=self.model[i], checkpoint=self.checkpoint[i],
+            latency_s=None if latency != latency else latency,
             prompt_tokens=known(self.prompt_tokens[i]),
             completion_tokens=known(self.completion_tokens[i]),
             finish_reason=self.finish_reason[i], attempts=int(self.attempts[i]), input=self.input[i],
@@ -280,7 +283,8 @@ class BatchRunner:
                 hit = self._lookup(key, source.sha256)
                 if hit is not None:
                     return RowResult(
-                        text=hit.text, cached=True, model=hit.model, latency_s=hit.latency_s,
+                        text=hit.text, cached=True, model=hit.model, checkpoint=plan.checkpoint,
+                        latency_s=hit.latency_s,
                         prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
                         finish_reason=hit.finish_reason,
                     )
@@ -333,7 +337,8 @@ class BatchRunner:
                     latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
                 )
             return RowResult(
-                text=completion.text, model=plan.info.model, latency_s=completion.latency_s,
+                text=completion.text, model=plan.info.model, checkpoint=plan.checkpoint,
+                latency_s=completion.latency_s,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 finish_reason=completion.finish_reason, attempts=completion.attempts,

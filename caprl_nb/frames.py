@@ -26,7 +26,7 @@ __all__ = [
 Errors = Literal["coerce", "raise"]
 
 DETAIL_COLUMNS = (
-    "error", "cached", "model", "latency_s", "prompt_tokens", "completion_tokens",
+    "error", "cached", "model", "checkpoint", "latency_s", "prompt_tokens", "completion_tokens",
     "finish_reason", "attempts",
 )
 
@@ -112,6 +112,7 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
             "error": pd.array(results.error, dtype="string"),
             "cached": results.cached,
             "model": pd.array(results.model, dtype="string"),
+            "checkpoint": pd.array(results.checkpoint, dtype="string"),
             "latency_s": pd.arrays.FloatingArray(latency, mask=np.isnan(latency)),
             "prompt_tokens": counts(results.prompt_tokens),
             "completion_tokens": counts(results.completion_tokens),
@@ -157,7 +158,8 @@ def caption(
 
     ``images``: a Series (its index is kept) or any sequence of paths, URLs, bytes, data URLs,
     PIL images or arrays. ``details=True`` returns a DataFrame with ``caption`` plus
-    ``error``, ``cached``, ``model``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
+    ``error``, ``cached``, ``model`` (the served alias), ``checkpoint`` (the weights that
+    answered), ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
     ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
     carrying every failed row after the whole batch ran (everything good is stored).
     ``seed`` is sent when given (and is part of the cache key, like every sampling value).

@@ -36,10 +36,12 @@ def test_caption_series_aligned_on_index(sim: VLLMSimulator, frame: pd.DataFrame
 def test_details_columns_and_dtypes(sim: VLLMSimulator, frame: pd.DataFrame) -> None:
     with pytest.warns(CapRLWarning):
         out = frame.caprl.caption("img", details=True, base_url=sim.base_url, max_tokens=8, progress=False)
-    assert list(out.columns[:8]) == [
-        "caption", "error", "cached", "model", "latency_s", "prompt_tokens", "completion_tokens",
-        "finish_reason",
+    assert list(out.columns[:9]) == [
+        "caption", "error", "cached", "model", "checkpoint", "latency_s", "prompt_tokens",
+        "completion_tokens", "finish_reason",
     ]
+    ok = out["error"].isna()
+    assert (out.loc[ok, "checkpoint"] == sim.root).all() and (out.loc[ok, "model"] == "caprl").all()
     assert out.index.equals(frame.index)
     assert out["cached"].dtype == bool and out["prompt_tokens"].dtype == "Int64"
     assert pd.isna(out.loc["e", "caption"]) and "nope.png" in out.loc["e", "error"]

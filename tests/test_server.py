@@ -78,6 +78,7 @@ async def test_caption_a_file(jp_fetch, sim_env: VLLMSimulator, picture: str) ->
     code, doc = await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
     assert code == 200 and doc["caption"].startswith("sim caption") and not doc["cached"]
     assert doc["model"] == "caprl" and doc["server_version"] == "0.32.0"
+    assert doc["checkpoint"] == sim_env.root  # the weights that answered, not the alias
     assert doc["base_url"] == sim_env.base_url and doc["completion_tokens"] > 0
     code, again = await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
     assert again["cached"] and again["caption"] == doc["caption"]

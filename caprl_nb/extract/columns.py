@@ -196,7 +196,7 @@ def extract(
     PDFs (paths ending in ``.pdf``, or PDF bytes) expand to one row per page: the result
     gains a ``page`` column (1-based; NA for other rows) and repeats the row's label once per
     page. ``details=True`` adds the model's text (``raw``) and provenance (``cached``,
-    ``model``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
+    ``model``, ``checkpoint``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
     ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
     ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
     """

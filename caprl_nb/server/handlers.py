@@ -199,6 +199,7 @@ class CaptionHandler(CapRLHandler):
             runner.close()
         return {
             "caption": result.text, "cached": result.cached, "model": result.model,
+            "checkpoint": result.checkpoint,
             "latency_s": result.latency_s, "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
             "server_version": record.get("server_version"), "base_url": record.get("base_url"),
