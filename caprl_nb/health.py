@@ -45,7 +45,7 @@ class ServerWatch:
         self._on_change = on_change
         self._up = asyncio.Event()
         self._up.set()
-        self._probing: asyncio.Task[None] | None = None
+        self._probing: asyncio.Task[bool] | None = None
         self.dead: ServerUnavailableError | None = None
         self.outages = 0
 
@@ -69,30 +69,30 @@ class ServerWatch:
         if self._probing is None or self._probing.done():
             self._up.clear()
             self._probing = asyncio.ensure_future(self._watch(error))
-        probing = self._probing
-        await self._up.wait()
+        was_down = await asyncio.shield(self._probing)
         if self.dead is not None:
             raise self.dead
-        return bool(probing.done() and probing.result() is None and self._was_down)
+        return was_down
 
-    async def _watch(self, error: BaseException) -> None:
+    async def _watch(self, error: BaseException) -> bool:
+        """Probe until the server answers (returns whether it was down) or the window closes."""
         started_wall = time.strftime("%H:%M:%S")
         deadline = time.monotonic() + self.outage_timeout
-        self._was_down = False
+        was_down = False
         cause = str(getattr(error, "__cause__", None) or error) or type(error).__name__
         try:
             while True:
                 try:
                     await asyncio.wait_for(self._probe(), max(0.1, deadline - time.monotonic()))
-                    if self._was_down and self._on_change is not None:
+                    if was_down and self._on_change is not None:
                         self._on_change(f"the server at {self.base_url} answers again")
-                    return
+                    return was_down
                 except CheckpointChangedError as exc:
                     self.dead = exc
-                    return
+                    return True
                 except (CapRLError, asyncio.TimeoutError, OSError):
-                    if not self._was_down:
-                        self._was_down = True
+                    if not was_down:
+                        was_down = True
                         self.outages += 1
                         if self._on_change is not None:
                             self._on_change(
@@ -109,7 +109,7 @@ class ServerWatch:
                         "or CAPRL_OUTAGE_TIMEOUT waits longer)."
                     )
                     self.dead = ServerUnavailableError(msg)
-                    return
+                    return True
                 await asyncio.sleep(min(PROBE_INTERVAL, left))
         finally:
             self._up.set()

@@ -4,6 +4,7 @@ starting can be waited for. Against the simulator, stopped and restarted on the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from caprl_nb.batch import run_batch
 from caprl_nb.config import resolve_settings
 from caprl_nb.engine import free_port
 from caprl_nb.errors import CapRLWarning, ServerUnavailableError
+from caprl_nb.health import PROBE_INTERVAL, ServerWatch
 from caprl_nb.prompts import caption_task
 
 from .conftest import make_images
@@ -148,3 +150,48 @@ def test_without_wait_for_server_a_missing_server_fails_at_once_and_says_how_to_
     with pytest.raises(ServerUnavailableError, match="wait_for_server"):
         run_batch(image_files[:2], TASK, _settings(url), progress=False)
     assert time.monotonic() - began < 10
+
+
+# -- ServerWatch on its own ---------------------------------------------------------------------
+def test_the_watch_probes_once_for_many_rows_and_gives_up_after_the_window() -> None:
+    async def scenario() -> None:
+        state = {"up": True, "probes": 0}
+
+        async def probe() -> None:
+            state["probes"] += 1
+            if not state["up"]:
+                raise ServerUnavailableError("refused")
+
+        watch = ServerWatch(probe, "http://gpu-box:8000/v1", outage_timeout=0.5)
+        assert await watch.lost(OSError("reset")) is False  # healthy: the request's own failure
+        state["up"], state["probes"] = False, 0
+        outcomes = await asyncio.gather(*(watch.lost(OSError("refused")) for _ in range(200)),
+                                        return_exceptions=True)
+        assert all(isinstance(o, ServerUnavailableError) for o in outcomes)
+        assert "http://gpu-box:8000/v1" in str(outcomes[0]) and "within 0.5 s" in str(outcomes[0])
+        assert state["probes"] <= 0.5 / PROBE_INTERVAL + 2  # one probe loop, not one per row
+        with pytest.raises(ServerUnavailableError):
+            await watch.ready()
+
+    asyncio.run(scenario())
+
+
+def test_the_watch_lets_rows_go_on_when_the_server_answers_again() -> None:
+    async def scenario() -> None:
+        state = {"up": False}
+
+        async def probe() -> None:
+            if not state["up"]:
+                raise ServerUnavailableError("refused")
+
+        async def come_back() -> None:
+            await asyncio.sleep(OUTAGE_S)
+            state["up"] = True
+
+        watch = ServerWatch(probe, "http://h/v1", outage_timeout=20)
+        back = asyncio.ensure_future(come_back())
+        assert await asyncio.gather(*(watch.lost(OSError("x")) for _ in range(10))) == [True] * 10
+        await watch.ready()
+        await back
+
+    asyncio.run(scenario())
