@@ -31,8 +31,8 @@ import numpy as np
 from caprl_nb import images
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
-from caprl_nb.errors import ConfigError, ServerUnavailableError, warn
-from caprl_nb.health import CheckpointChangedError, ServerWatch
+from caprl_nb.errors import CheckpointChangedError, ConfigError, ServerUnavailableError, warn
+from caprl_nb.health import ServerWatch
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
 from caprl_nb.prompts import Task
 from caprl_nb.store import ResultStore, StoredResult

@@ -17,6 +17,7 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
     │   └── UnsupportedImageError   a Python object we cannot read as an image (or a missing value)
     ├── ServerError                 the model server
     │   ├── ServerUnavailableError  nothing answered (connection refused, DNS, timeouts)
+    │   │   └── CheckpointChangedError  the server came back mid-batch serving other weights
     │   ├── ServerTimeoutError      the server took longer than the read timeout
     │   ├── RequestRejectedError    a 4xx the server will never accept as sent
     │   ├── ServerBusyError         429 / 5xx after all retries
@@ -38,6 +39,7 @@ __all__ = [
     "BatchError",
     "CapRLError",
     "CapRLWarning",
+    "CheckpointChangedError",
     "ColumnNotFoundError",
     "ConfigError",
     "EngineError",
@@ -111,6 +113,10 @@ class ServerError(CapRLError):
 
 class ServerUnavailableError(ServerError, ConnectionError):
     """No server answered at the base URL."""
+
+
+class CheckpointChangedError(ServerUnavailableError):
+    """The server came back mid-batch serving another checkpoint: one batch never mixes two."""
 
 
 class ServerTimeoutError(ServerError, TimeoutError):

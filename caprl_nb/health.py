@@ -17,16 +17,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from caprl_nb.errors import CapRLError, ServerUnavailableError
+from caprl_nb.errors import CapRLError, CheckpointChangedError, ServerUnavailableError
 
-__all__ = ["CheckpointChangedError", "ServerWatch"]
+__all__ = ["PROBE_INTERVAL", "ServerWatch"]
 
 # Seconds between two probes of a server that is down.
 PROBE_INTERVAL = 0.5
-
-
-class CheckpointChangedError(ServerUnavailableError):
-    """The server came back serving other weights: the batch must not mix two checkpoints."""
 
 
 class ServerWatch:
