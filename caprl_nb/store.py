@@ -75,7 +75,7 @@ def _m002_file_hashes(db: sqlite3.Connection) -> None:
 
 
 def _m003_servers(db: sqlite3.Connection) -> None:
-    # What each base URL served last, so cached rows can be answered with the server down.
+    # What each base URL served last (offline=True answers as that checkpoint, and says so).
     db.execute(
         """
         CREATE TABLE servers (
