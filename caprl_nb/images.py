@@ -27,8 +27,6 @@ import re
 import stat as stat_mod
 import struct
 import sys
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,13 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from caprl_nb.__about__ import __version__
 from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError
 from caprl_nb.errors import UnsupportedImageError
+from caprl_nb.fetch import check_cap as _check_cap
+from caprl_nb.fetch import fetch, public_url
+from caprl_nb.formats import IMAGE_KINDS, open_image, sniff, unidentified
 from caprl_nb.models import ImageFit, ModelPreset
 
 __all__ = [
@@ -132,6 +131,9 @@ def describe(value: object) -> str:
             return f"array {'x'.join(str(n) for n in value.shape)} {value.dtype}"
         if isinstance(value, (bytes, bytearray, memoryview)):
             return f"bytes ({memoryview(value).nbytes:,} B)"
+        page = _as_pdf_page(value)
+        if page is not None:
+            return str(page.description)
         if isinstance(value, (str, os.PathLike)):
             text = os.fsdecode(value) if isinstance(value, os.PathLike) else value
             low = text.strip()[:8].lower()
@@ -140,7 +142,7 @@ def describe(value: object) -> str:
                 size = len(data) * 3 // 4 if header.lower().endswith(";base64") else len(data)
                 return f"data URL ({_short(header.split(';')[0], 40) or 'no type'}, ~{size:,} B)"
             if low.startswith(("http://", "https://")):
-                return f"URL {_short(text.strip())}"
+                return f"URL {_short(public_url(text))}"  # no user:password, query or fragment
             return f"file {_short(text)!r}" if text else "empty string ''"
         return f"{type(value).__name__} {_short(repr(value))}"
     except Exception:  # describe() feeds error messages, so it must not fail itself
@@ -157,16 +159,18 @@ def identify(
     *,
     known_hash: Callable[[FileStat], str | None] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    url_timeout: float = 30.0,
+    url_timeout: float = 60.0,
 ) -> ImageSource:
     """Turn one cell into an :class:`ImageSource` without decoding it.
 
     Accepts a path (``str`` or ``os.PathLike``, ``~`` expanded), an ``http(s)://`` URL, a
     ``data:`` URL, ``bytes``/``bytearray``/``memoryview``, a ``PIL.Image.Image`` or a numpy array
-    (see :func:`_array_to_image` for how dtypes are scaled). For files, ``known_hash(stat)`` is
+    (see :func:`_array_to_image` for how dtypes are scaled), or a PDF page from
+    :func:`caprl_nb.extract.expand_pdfs` (rendered now). For files, ``known_hash(stat)`` is
     asked first; when it returns a hash the file is not read until :meth:`ImageSource.read`.
-    Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds each
-    connect/read and, roughly, the whole download.
+    Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds a URL's
+    whole download (connect, redirects, headers and body together).
+    Every failure is an :class:`ImageError` whose message names the input and what to do.
     """
     if _is_missing(value):
         msg = f"The row's input is a {describe(value)}; there is no image to caption. Drop or fill missing rows first."
@@ -184,8 +188,15 @@ def identify(
         _check_cap(n, max_bytes, desc)
         data = bytes(value)
         return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data)
+    page = _as_pdf_page(value)
+    if page is not None:
+        data = page.render()
+        return ImageSource(str(page.description), hashlib.sha256(data).hexdigest(), None, _data=data)
     if isinstance(value, (str, os.PathLike)):
         text = os.fsdecode(value) if isinstance(value, os.PathLike) else value
+        if "\0" in text:
+            msg = f"The row's input {describe(value)} holds a NUL byte, which no file name can. Check how the column was filled."
+            raise UnsupportedImageError(msg)
         stripped = text.strip()
         if not stripped:
             msg = f"The row's input is an empty string ({text!r}), not a path or URL. Drop or fill those rows first."
@@ -204,6 +215,12 @@ def identify(
     raise UnsupportedImageError(msg)
 
 
+def _as_pdf_page(value: object) -> Any:
+    """``value`` if it is a :class:`caprl_nb.extract.pages.PdfPage`, else None."""
+    pages = sys.modules.get("caprl_nb.extract.pages")  # never imported: value cannot be a page
+    return value if pages is not None and isinstance(value, pages.PdfPage) else None
+
+
 def _is_missing(value: object) -> bool:
     if value is None:
         return True
@@ -218,19 +235,16 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else f"{text[:half]}...{text[-half:]}"
 
 
-def _check_cap(n: int, max_bytes: int, desc: str) -> None:
-    if n > max_bytes:
-        msg = f"{desc} is {n:,} B, over the {max_bytes:,} B ({max_bytes / 2**20:.0f} MiB) cap on one input. "
-        msg += f"Shrink the image, or raise the cap with max_bytes= (e.g. max_bytes={2 * max(n, max_bytes):_})."
-        raise ImageTooLargeError(msg)
-
-
 def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | None, max_bytes: int) -> ImageSource:
-    path = os.path.realpath(os.path.expanduser(text))
+    given = os.path.expanduser(text)
+    path = os.path.realpath(given)
     desc = f"file {_short(path)!r}"
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError) as exc:
+        if os.path.lexists(given):  # the name is there, what it links to is not
+            msg = f"{given!r} is a broken symbolic link: it points to {path!r}, which does not exist. Fix or remove the link."
+            raise ImageNotFoundError(msg) from exc
         hint = " If it is a web address, add https:// in front." if _URLISH.match(text) else ""
         where = "" if os.path.isabs(os.path.expanduser(text)) else f" (relative paths start at {os.getcwd()})"
         msg = f"No such file: {path!r}{where}. Check the path.{hint}"
@@ -245,6 +259,9 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
         msg = f"{desc} is not a regular file (a pipe, socket or device). Copy the image to a file first."
         raise UnsupportedImageError(msg)
     _check_cap(st.st_size, max_bytes, desc)
+    if st.st_size == 0:
+        msg = f"{desc} is empty (0 B); there is no image in it. It may still be downloading or copying; check the file."
+        raise ImageDecodeError(msg)
     fstat = FileStat.of(path, st)
     if known_hash is not None:
         digest = known_hash(fstat)
@@ -299,58 +316,18 @@ def _identify_data_url(text: str, max_bytes: int) -> ImageSource:
     return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data)
 
 
-_HTTP_LOCK = threading.Lock()
-_HTTP: dict[int, httpx.Client] = {}  # by process id: one pooled client (connections, TLS) per process
-
-
-def _http_client() -> httpx.Client:
-    with _HTTP_LOCK:
-        if os.getpid() not in _HTTP:  # first use, or first use after a fork
-            headers = {"User-Agent": f"caprl-nb/{__version__} (+https://github.com/internlm/CapRL)"}
-            _HTTP[os.getpid()] = httpx.Client(follow_redirects=True, headers=headers, timeout=30.0)
-        return _HTTP[os.getpid()]
-
-
 def _identify_url(url: str, max_bytes: int, timeout: float) -> ImageSource:
-    desc = f"URL {_short(url)}"
-    deadline = time.monotonic() + 2 * timeout
-    buf = bytearray()
-    try:
-        with _http_client().stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
-            if resp.status_code >= 400:
-                raise ImageNotFoundError(_status_message(desc, resp.status_code, resp.reason_phrase))
-            declared = resp.headers.get("content-length", "")
-            if declared.isdigit():
-                _check_cap(int(declared), max_bytes, desc)
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                _check_cap(len(buf), max_bytes, f"{desc} (so far)")
-                if time.monotonic() > deadline:
-                    msg = f"{desc} was still downloading after {2 * timeout:g} s. Pass a larger url_timeout= or download it first."
-                    raise ImageNotFoundError(msg)
-            content_type = resp.headers.get("content-type")
-    except httpx.TimeoutException as exc:
-        msg = f"{desc} did not answer within {timeout:g} s ({type(exc).__name__}). Check the address, or pass a larger url_timeout=."
-        raise ImageNotFoundError(msg) from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        msg = f"Could not fetch {desc}: {exc or type(exc).__name__}. Check the address and your network connection."
-        raise ImageNotFoundError(msg) from exc
-    if not buf:
-        msg = f"{desc} answered with an empty body; there is no image to read."
+    fetched = fetch(url, max_bytes=max_bytes, timeout=timeout)
+    desc = f"URL {_short(public_url(url))}"
+    data, content_type = fetched.data, fetched.content_type
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if (kind.startswith("text/") or kind.endswith(("html", "json", "xml"))) and sniff(data) not in IMAGE_KINDS:
+        named = sniff(data)
+        what = f" ({named})" if named and named != kind else ""
+        msg = f"{desc} sent {kind}{what}, not an image: probably a web page about the image rather than the image itself. "
+        msg += "Use the image's own address (in a browser: right-click the image, Copy Image Address)."
         raise ImageDecodeError(msg)
-    data = bytes(buf)
     return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data, _content_type=content_type)
-
-
-def _status_message(desc: str, status: int, reason: str) -> str:
-    answered = f"{desc} answered HTTP {status} {reason}".rstrip()
-    if status in (404, 410):
-        return f"{answered}: there is no image there. Check the address."
-    if status in (401, 403):
-        return f"{answered}: the server wants credentials or refuses scripts. Download the image and pass the file instead."
-    if status == 429 or status >= 500:
-        return f"{answered}: the image server is busy or failing. Try again later."
-    return f"{answered}. Check the address."
 
 
 def _pixel_hash(img: Image.Image) -> str:
@@ -360,7 +337,7 @@ def _pixel_hash(img: Image.Image) -> str:
         h.update(bytes(img.getpalette() or []))
     if "transparency" in img.info:
         h.update(repr(img.info["transparency"]).encode())
-    orientation = img.getexif().get(_ORIENTATION, 1)
+    orientation = _orientation(img, png_getexif=True)
     if orientation != 1:
         h.update(f"orientation {orientation}".encode())
     h.update(img.tobytes())
@@ -460,7 +437,7 @@ def prepare(
     if isinstance(content, Image.Image):
         return _prepare_decoded(source, content, preset, max_image_tokens)
     with _pillow_errors(source.description, source._content_type, content):
-        img = Image.open(io.BytesIO(content))
+        img = open_image(content)
     try:
         return _prepare_encoded(source, img, content, preset, max_image_tokens, max_decode_pixels)
     finally:
@@ -483,7 +460,7 @@ def _prepare_encoded(
     (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
     if orientation == 1 and fit.size == (ow, oh) and _passes_through(img, content):
         return _payload(content, _MIMES[fmt], fit, (ow, oh), reencoded=False)
-    photo = fmt in ("JPEG", "MPO") or (fmt == "WEBP" and content[12:16] == b"VP8 ")
+    photo = fmt in ("JPEG", "MPO", "AVIF", "HEIF") or (fmt == "WEBP" and content[12:16] == b"VP8 ")
     with _pillow_errors(source.description, source._content_type, content):
         if fmt in ("JPEG", "MPO") and pre_target[0] < w0 and pre_target[1] < h0:
             img.draft(None, pre_target)  # the decoder scales by 1/2, 1/4 or 1/8 at no cost
@@ -493,8 +470,7 @@ def _prepare_encoded(
 
 
 def _prepare_decoded(source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None) -> Payload:
-    with _pillow_errors(source.description):
-        orientation = img.getexif().get(_ORIENTATION, 1)
+    orientation = _orientation(img, png_getexif=True)
     (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
     photo = img.format in ("JPEG", "MPO") or (img.format is None and ow * oh > _PHOTO_PIXELS)
     with _pillow_errors(source.description):
@@ -514,9 +490,13 @@ def _geometry(
     return upright, fit, ((target[1], target[0]) if swap else target)
 
 
-def _orientation(img: Image.Image) -> int:
+def _orientation(img: Image.Image, *, png_getexif: bool = False) -> int:
+    """The EXIF orientation (1 when there is none, or the EXIF is malformed: it is only a hint)."""
     # Image.getexif, not PngImageFile.getexif, which decodes everything to look for a late eXIf.
-    value = Image.Image.getexif(img).get(_ORIENTATION, 1)
+    try:
+        value = (img.getexif() if png_getexif else Image.Image.getexif(img)).get(_ORIENTATION, 1)
+    except _PILLOW_ERRORS:  # a broken EXIF block must not cost the picture
+        return 1
     return value if value in _TRANSPOSE else 1
 
 
@@ -608,8 +588,8 @@ def _pillow_errors(desc: str, content_type: str | None = None, content: bytes | 
         if content_type and not content_type.lower().startswith("image/"):
             hint = f" The server sent {content_type.split(';')[0]}, probably a web page rather than the image itself."
         if isinstance(exc, UnidentifiedImageError):
-            head = content[:8] if content is not None else b""
-            msg = f"{desc} is not an image Pillow can read (it starts with {head!r}).{hint} Check that it is a JPEG, PNG, WebP, GIF, BMP or TIFF file."
+            msg = unidentified(desc, content or b"", hint)
         else:
             msg = f"{desc} could not be decoded ({exc or type(exc).__name__}).{hint} It may be truncated or corrupt; re-save or re-download it."
         raise ImageDecodeError(msg) from exc
+

@@ -674,15 +674,14 @@ def test_url_byte_cap_declared_and_streamed(server: str) -> None:
 
 def test_url_that_stalls_times_out(server: str) -> None:
     started = time.monotonic()
-    with pytest.raises(ImageNotFoundError, match="did not answer within 0.3 s"):
+    with pytest.raises(ImageNotFoundError, match=r"still downloading after 0.3 s \(0 B so far\)"):
         identify(f"{server}/stall", url_timeout=0.3)
     assert time.monotonic() - started < 3
 
 
 def test_url_serving_a_web_page_says_so(server: str) -> None:
-    source = identify(f"{server}/page")
-    with pytest.raises(ImageDecodeError, match="sent text/html"):
-        prepare(source, QWEN)
+    with pytest.raises(ImageDecodeError, match="sent text/html .*not an image: probably a web page"):
+        identify(f"{server}/page")  # before the image pipeline sees it
 
 
 def test_url_nobody_listens_on() -> None:
