@@ -6,6 +6,8 @@ directly on any sequence of images. The caller's objects are never modified.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -32,20 +34,49 @@ DETAIL_COLUMNS = (
 
 
 def as_series(images: Any) -> pd.Series:
+    """``images`` as an object Series with one image per row (a Series is returned as it is).
+
+    One image, one row: a path, URL, ``bytes``/``bytearray``/``memoryview``, a PIL image, or
+    an array of shape HxW or HxWxC (C in 1, 3, 4). Many images: a list, tuple, generator or any
+    other iterable, or an array of shape NxHxWxC (one row per image) or a 1-D object array.
+    """
     if isinstance(images, pd.Series):
         return images
     if isinstance(images, pd.DataFrame):
         msg = "Pass one column of images (a Series), or use df.caprl.caption('column')."
         raise ConfigError(msg)
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence) and not hasattr(images, "__len__"):
-        images = [images]
-    values = list(images)
+    values = list(_rows(images))
     # Build with object dtype and set elements one by one: pd.Series([...]) would try to turn a
     # list of equally-shaped arrays into a 2-D block.
     series = pd.Series([None] * len(values), dtype=object)
     for i, value in enumerate(values):
         series.iat[i] = value
     return series
+
+
+def _rows(images: Any) -> Iterable[Any]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 0 or images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4)):
+            return [images]  # one image (a 0-d array fails as that row's error)
+        if images.ndim == 3 and images.shape[0] in (3, 4):
+            shape = "x".join(map(str, images.shape))
+            msg = (
+                f"An array of shape {shape} is ambiguous: one channels-first image or "
+                f"{images.shape[0]} gray images. Pass arr.transpose(1, 2, 0) for one image, or "
+                "list(arr) for one row per image."
+            )
+            raise ConfigError(msg)
+        return list(images)  # 1-D (object) arrays, N gray HxW images, NxHxWxC batches
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or _is_image(images):
+        return [images]
+    if isinstance(images, Iterable):
+        return images  # lists, tuples, Index, generators, any iterable
+    return [images]  # one value of another kind: that row's error says what it is
+
+
+def _is_image(value: object) -> bool:
+    image = sys.modules.get("PIL.Image")  # if Pillow was never imported, value cannot be an image
+    return image is not None and isinstance(value, image.Image)
 
 
 def run_task(

@@ -25,7 +25,7 @@ import pandas as pd
 from caprl_nb import frames, images
 from caprl_nb.errors import ConfigError
 from caprl_nb.extract.charts import CHART_PROMPT, CHART_SCHEMA, to_table
-from caprl_nb.extract.pages import expand_pdfs
+from caprl_nb.extract.pages import DEFAULT_MAX_PDF_BYTES, DEFAULT_MAX_PDF_PAGES, expand_pdfs
 from caprl_nb.extract.parse import parse_answer
 from caprl_nb.extract.schema import Schema, as_schema, column
 from caprl_nb.prompts import Sampling, Task
@@ -108,7 +108,11 @@ def _run(
         )
         raise ConfigError(msg)
     source = frames.as_series(images_)
-    expanded = expand_pdfs(source.array)
+    expanded = expand_pdfs(
+        source.array,
+        max_pages=settings.pop("max_pdf_pages", DEFAULT_MAX_PDF_PAGES),
+        max_bytes=settings.pop("max_pdf_bytes", DEFAULT_MAX_PDF_BYTES),
+    )
     n = len(expanded.values)
     sent = [i for i in range(n) if i not in expanded.errors]
     batch = pd.Series([None] * len(sent), dtype=object)
@@ -195,7 +199,9 @@ def extract(
 
     PDFs (paths ending in ``.pdf``, or PDF bytes) expand to one row per page: the result
     gains a ``page`` column (1-based; NA for other rows) and repeats the row's label once per
-    page. ``details=True`` adds the model's text (``raw``) and provenance (``cached``,
+    page. ``max_pdf_pages=`` (default 200) caps the pages read from one PDF (a warning names
+    each longer file); ``max_pdf_bytes=`` (default 256 MiB) the size of one PDF (a bigger one
+    is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds the model's text (``raw``) and provenance (``cached``,
     ``model``, ``checkpoint``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
     ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
     ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
