@@ -68,6 +68,8 @@ def unidentified(desc: str, content: bytes, hint: str) -> str:
         start = content[:24].decode("utf-8", "replace")
         named = " Its name may say .jpg while its content is not; check the file." if desc.startswith("file ") else ""
         return f"{desc} is not an image: it holds {kind} (it starts with {start!r}).{hint}{named}"
+    if kind in IMAGE_KINDS:
+        return f"{desc} starts like a {kind} file, but Pillow cannot read it: it may be truncated or corrupt.{hint} Re-save or re-download it."
     return f"{desc} is not an image Pillow can read (it starts with {content[:8]!r}).{hint} Check that it is a JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF file."
 
 
