@@ -141,7 +141,7 @@ def describe(value: object) -> str:
                 header, _, data = text.strip()[5:].partition(",")
                 size = len(data) * 3 // 4 if header.lower().endswith(";base64") else len(data)
                 return f"data URL ({_short(header.split(';')[0], 40) or 'no type'}, ~{size:,} B)"
-            if low.startswith(("http://", "https://")):
+            if _SCHEME.match(text.strip()):
                 return f"URL {_short(public_url(text))}"  # no user:password, query or fragment
             return f"file {_short(text)!r}" if text else "empty string ''"
         return f"{type(value).__name__} {_short(repr(value))}"

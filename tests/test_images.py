@@ -697,3 +697,61 @@ def test_url_nobody_listens_on() -> None:
 def test_image_source_is_a_plain_dataclass() -> None:
     fields = [f.name for f in dataclasses.fields(ImageSource) if not f.name.startswith("_")]
     assert fields == ["description", "sha256", "stat"]
+
+
+# -- one image or many: how an argument becomes rows ----------------------------------------------
+@pytest.mark.parametrize(
+    ("images", "rows"),
+    [
+        (np.zeros((48, 64, 3), np.uint8), 1),  # one HxWx3 image, not 48 rows of pixels
+        (np.zeros((48, 64), np.uint8), 1),
+        (np.zeros((48, 64, 4), np.uint8), 1),
+        (np.zeros((48, 64, 1), np.uint8), 1),
+        (np.zeros((5, 48, 64, 3), np.uint8), 5),  # a batch: one row per image
+        (np.zeros((7, 48, 64), np.uint8), 7),  # a stack of gray images
+        (np.array(["a.png", "b.png"], dtype=object), 2),
+        (bytearray(b"\x89PNG..."), 1),  # not one row per byte
+        (memoryview(b"\x89PNG..."), 1),
+        (b"\x89PNG...", 1),
+        ("a.png", 1),
+        (Path("a.png"), 1),
+        (Image.new("RGB", (4, 4)), 1),
+        ((f"{i}.png" for i in range(4)), 4),  # a generator: one row per item
+        (iter(["a.png", "b.png"]), 2),
+        (range(3), 3),
+        (pd.Index(["a.png", "b.png"]), 2),
+    ],
+)
+def test_as_series_makes_one_row_per_image(images: object, rows: int) -> None:
+    from caprl_nb.frames import as_series
+
+    series = as_series(images)
+    assert len(series) == rows and series.dtype == object
+    if rows == 1 and not isinstance(images, (str, Path)):
+        assert series.iat[0] is images  # the value itself, not a copy or a piece of it
+
+
+def test_as_series_refuses_an_ambiguous_channels_first_array() -> None:
+    from caprl_nb.errors import ConfigError
+    from caprl_nb.frames import as_series
+
+    with pytest.raises(ConfigError, match=r"3x48x64 is ambiguous.*transpose\(1, 2, 0\).*list\(arr\)"):
+        as_series(np.zeros((3, 48, 64), np.uint8))
+
+
+def test_caption_takes_a_generator_an_array_and_a_bytearray(tmp_path: Path) -> None:
+    import caprl_nb
+
+    from .vllm_sim import VLLMSimulator
+
+    png = save(gradient(90, 60), tmp_path / "a.png", "PNG")
+    arr = np.asarray(gradient(80, 50))
+    with VLLMSimulator() as sim:
+        kw = {"base_url": sim.base_url, "progress": False}
+        one = caprl_nb.caption(arr, **kw)
+        assert len(one) == 1 and one.notna().all() and len(sim.requests) == 1
+        assert len(caprl_nb.caption(bytearray(png), **kw).dropna()) == 1
+        several = caprl_nb.caption((p for p in [str(tmp_path / "a.png"), png, arr]), **kw)
+        assert len(several) == 3 and several.notna().all()
+        batch = caprl_nb.caption(np.stack([arr, arr[::-1]]), **kw)
+        assert len(batch) == 2 and batch.notna().all() and batch.iat[0] != batch.iat[1]
