@@ -45,6 +45,10 @@ def public_url(url: str) -> str:
     except ValueError:  # e.g. an unbalanced [ in the host: cut by hand
         return text.split("#", 1)[0].split("?", 1)[0].rpartition("@")[2]
     netloc = parts.netloc.rpartition("@")[2]
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:  # "http://user:pa?ss@host": an unescaped ? or / cut the password in two
+        return f"{parts.scheme}://(an address that does not parse; check the URL)"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
