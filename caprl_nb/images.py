@@ -37,8 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError
-from caprl_nb.errors import UnsupportedImageError
+from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError
 from caprl_nb.fetch import check_cap as _check_cap
 from caprl_nb.fetch import fetch, public_url
 from caprl_nb.formats import IMAGE_KINDS, open_image, sniff, unidentified
@@ -237,7 +236,12 @@ def _short(text: str, limit: int = 160) -> str:
 
 def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | None, max_bytes: int) -> ImageSource:
     given = os.path.expanduser(text)
-    path = os.path.realpath(given)
+    try:
+        path = os.path.realpath(given)
+        os.fsencode(path)
+    except (UnicodeError, ValueError) as exc:  # a lone surrogate: no file can have that name
+        msg = f"The row's input {describe(text)} is not a name the file system can hold ({exc}). Check how the column was filled."
+        raise UnsupportedImageError(msg) from exc
     desc = f"file {_short(path)!r}"
     try:
         st = os.stat(path)

@@ -223,6 +223,7 @@ def test_our_pixel_cap_refuses_from_the_header(files: Path) -> None:
         (42, UnsupportedImageError, "Cannot read int 42"),
         ({"path": "a.png"}, UnsupportedImageError, "Cannot read dict"),
         ("a\0b.png", UnsupportedImageError, "NUL byte"),
+        ("\ud800.png", UnsupportedImageError, "not a name the file system can hold"),
         ("ftp://host/a.png", UnsupportedImageError, "only http(s)://"),
     ],
 )

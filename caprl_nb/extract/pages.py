@@ -131,7 +131,7 @@ def _normalise(value: Any, max_bytes: int) -> str | bytes:
         where = f"PDF bytes ({size:,} B)"
         source: str | bytes = value if isinstance(value, bytes) else bytes(value)
     else:
-        source = os.path.abspath(os.path.expanduser(os.fspath(value)))
+        source = os.path.abspath(os.path.expanduser(os.fsdecode(value)))
         if not os.path.isfile(source):
             raise ImageNotFoundError(f"No PDF at {source}. Check the path.")
         size = os.path.getsize(source)
