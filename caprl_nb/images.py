@@ -8,7 +8,9 @@ upright, flattened to RGB or L, resized with LANCZOS and encoded once (JPEG q95 
 otherwise). Pillow, OS and HTTP failures become :mod:`caprl_nb.errors` that name the input.
 
 Decompression bombs: the header size is checked against ``max_decode_pixels`` before any pixel is
-decoded, and Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed. Pillow's own check in
+decoded, and Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed. Memory stays bounded
+across worker threads too: at most ``DEFAULT_MAX_DECODE_PIXELS`` pixels (after JPEG's free
+1/2..1/8 draft scaling) are being decoded at once in the process; larger decodes wait their turn. Pillow's own check in
 ``Image.open`` still raises above twice that limit (178,956,970, our default too; translated here)
 and warns between 1x and 2x. That ``DecompressionBombWarning`` is left alone: silencing it would
 swap the process-wide warning filters from many threads (``warnings.catch_warnings`` is not
@@ -27,6 +29,7 @@ import re
 import stat as stat_mod
 import struct
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +45,7 @@ from caprl_nb.fetch import check_cap as _check_cap
 from caprl_nb.fetch import fetch, public_url
 from caprl_nb.formats import IMAGE_KINDS, open_image, sniff, unidentified
 from caprl_nb.models import ImageFit, ModelPreset
+from caprl_nb.pixels import array_to_image, flatten
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload",
@@ -164,7 +168,7 @@ def identify(
 
     Accepts a path (``str`` or ``os.PathLike``, ``~`` expanded), an ``http(s)://`` URL, a
     ``data:`` URL, ``bytes``/``bytearray``/``memoryview``, a ``PIL.Image.Image`` or a numpy array
-    (see :func:`_array_to_image` for how dtypes are scaled), or a PDF page from
+    (see :func:`caprl_nb.pixels.array_to_image` for how dtypes are scaled), or a PDF page from
     :func:`caprl_nb.extract.expand_pdfs` (rendered now). For files, ``known_hash(stat)`` is
     asked first; when it returns a hash the file is not read until :meth:`ImageSource.read`.
     Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds a URL's
@@ -175,7 +179,7 @@ def identify(
         msg = f"The row's input is a {describe(value)}; there is no image to caption. Drop or fill missing rows first."
         raise UnsupportedImageError(msg)
     if isinstance(value, (Image.Image, np.ndarray)):  # held by reference (PIL) or as an 8-bit copy
-        img = value if isinstance(value, Image.Image) else _array_to_image(value)
+        img = value if isinstance(value, Image.Image) else array_to_image(value)
         with _pillow_errors(describe(value)):
             return ImageSource(describe(value), _pixel_hash(img), None, _image=img)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -348,58 +352,6 @@ def _pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _array_to_image(arr: np.ndarray) -> Image.Image:
-    """A numpy array as an 8-bit PIL image (a copy; later changes to ``arr`` do not leak in).
-
-    Shapes: HxW and HxWx1 -> L, HxWx3 -> RGB, HxWx4 -> RGBA. Values go to 0..255 as
-    :func:`_to_uint8` describes: bool -> 0/255, uint16 -> ``>> 8``, floats in 0..1 -> ``* 255``.
-    """
-    shape = "x".join(map(str, arr.shape))
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
-        hint = ""
-        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] > 4:
-            hint = " It looks channels-first; pass arr.transpose(1, 2, 0)."
-        elif arr.ndim == 4:
-            hint = " For a batch, put one image per row."
-        msg = f"Cannot read an array of shape {shape} ({arr.dtype}) as an image: use HxW, HxWx1, HxWx3 or HxWx4.{hint}"
-        raise UnsupportedImageError(msg)
-    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        msg = f"Cannot read an array of dtype {arr.dtype} (shape {shape}) as an image: use bool, integer or float pixels."
-        raise UnsupportedImageError(msg)
-    pixels = np.ascontiguousarray(_to_uint8(arr))
-    mode = "L" if pixels.ndim == 2 else ("RGB" if pixels.shape[2] == 3 else "RGBA")
-    return Image.frombytes(mode, (pixels.shape[1], pixels.shape[0]), pixels)
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale pixel values to uint8.
-
-    bool -> 0/255; uint8 as is; uint16 -> ``>> 8``; other integers: kept if within 0..255,
-    ``>> 8`` if within 0..65535, else stretched min..max -> 0..255; floats (NaN -> 0): ``* 255``
-    if within 0..1, kept (rounded) if within 0..255, else stretched min..max -> 0..255.
-    """
-    kind = arr.dtype.type
-    if kind is np.bool_:
-        return arr.astype(np.uint8) * np.uint8(255)
-    if kind is np.uint8:
-        return arr
-    if kind is np.uint16:  # either byte order
-        return (arr >> 8).astype(np.uint8)
-    floating = np.issubdtype(arr.dtype, np.floating)
-    if floating:
-        arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(arr.min()), float(arr.max())
-    if floating and 0 <= lo and hi <= 1:
-        arr = arr * 255
-    elif not (0 <= lo and hi <= 255):
-        if not floating and 0 <= lo and hi <= 65535:
-            return (arr >> 8).astype(np.uint8)
-        arr = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo)) if hi > lo else np.clip(arr, 0, 255)
-    return np.rint(arr).astype(np.uint8)
-
-
 # -- payloads -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Payload:
@@ -457,10 +409,10 @@ def _prepare_encoded(
         msg += "(a guard against decompression bombs). If you trust it, pass a larger max_decode_pixels=, or shrink it first."
         raise ImageTooLargeError(msg)
     fmt = img.format or ""
-    with _pillow_errors(source.description, source._content_type, content):
-        if fmt == "PNG" and "exif" not in img.info and b"eXIf" in content:  # EXIF after the pixels
+    if fmt == "PNG" and "exif" not in img.info and b"eXIf" in content:  # EXIF after the pixels
+        with _DECODING.hold(w0 * h0), _pillow_errors(source.description, source._content_type, content):
             img.load()
-        orientation = _orientation(img)
+    orientation = _orientation(img)
     (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
     if orientation == 1 and fit.size == (ow, oh) and _passes_through(img, content):
         return _payload(content, _MIMES[fmt], fit, (ow, oh), reencoded=False)
@@ -468,9 +420,36 @@ def _prepare_encoded(
     with _pillow_errors(source.description, source._content_type, content):
         if fmt in ("JPEG", "MPO") and pre_target[0] < w0 and pre_target[1] < h0:
             img.draft(None, pre_target)  # the decoder scales by 1/2, 1/4 or 1/8 at no cost
+    with _DECODING.hold(img.width * img.height), _pillow_errors(source.description, source._content_type, content):
         img.load()  # the first frame of an animation
         data, mime = _convert_and_encode(img, pre_target, orientation, photo)
     return _payload(data, mime, fit, (ow, oh), reencoded=True)
+
+
+class _PixelBudget:
+    """Pixels being decoded at once in this process, at most ``total``: many worker threads
+    decoding large images wait for each other instead of multiplying the peak memory."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        need = max(1, min(pixels, self.total))  # one image over the total runs alone
+        with self._cond:
+            self._cond.wait_for(lambda: self.free >= need)
+            self.free -= need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.free += need
+                self._cond.notify_all()
+
+
+_DECODING = _PixelBudget(DEFAULT_MAX_DECODE_PIXELS)
 
 
 def _prepare_decoded(source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None) -> Payload:
@@ -520,7 +499,7 @@ def _passes_through(img: Image.Image, content: bytes) -> bool:
 
 def _convert_and_encode(img: Image.Image, size: tuple[int, int], orientation: int, photo: bool) -> tuple[bytes, str]:
     """Flatten to RGB/L, resize to ``size`` (pre-rotation), rotate upright, encode once."""
-    out = _flatten(img)
+    out = flatten(img)
     if out.size != size:
         out = out.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # reduce() then LANCZOS
     if orientation in _TRANSPOSE:
@@ -531,44 +510,6 @@ def _convert_and_encode(img: Image.Image, size: tuple[int, int], orientation: in
         return buf.getvalue(), "image/jpeg"
     out.save(buf, "PNG", optimize=False, compress_level=1, icc_profile=None)
     return buf.getvalue(), "image/png"
-
-
-def _flatten(img: Image.Image) -> Image.Image:
-    """RGB or L, 8-bit, transparency composited on white. Never modifies ``img``."""
-    mode = img.mode
-    if mode in ("RGB", "L") and "transparency" not in img.info:
-        return img
-    if mode == "1":
-        return img.convert("L")
-    if mode.startswith("I") or mode == "F":  # I;16*, I (32-bit), F: scaled, not clipped
-        return Image.fromarray(np.ascontiguousarray(_to_uint8(np.asarray(img))))
-    if mode == "CMYK":
-        return _cmyk_to_rgb(img)
-    if img.has_transparency_data:
-        gray = mode in ("L", "LA", "La")
-        rgba = img.convert("LA" if gray else "RGBA")  # also un-premultiplies La / RGBa
-        base = Image.new("L" if gray else "RGB", img.size, 255 if gray else (255, 255, 255))
-        base.paste(rgba.convert(base.mode), mask=rgba.getchannel("A"))
-        return base
-    return img.convert("RGB")  # P, YCbCr, LAB, HSV, RGBX, ...
-
-
-def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
-    """Through the embedded ICC profile when there is one, else Pillow's plain conversion.
-
-    Pillow already reads Adobe (inverted) CMYK JPEGs the right way round ("CMYK;I").
-    """
-    icc = img.info.get("icc_profile")
-    try:
-        from PIL import ImageCms  # needs LittleCMS: in Pillow's wheels, maybe not in a source build
-    except ImportError:
-        return img.convert("RGB")
-    try:
-        srgb = ImageCms.createProfile("sRGB")
-        converted = ImageCms.profileToProfile(img, io.BytesIO(icc), srgb, outputMode="RGB") if icc else None
-    except (ImageCms.PyCMSError, OSError, ValueError):  # a broken embedded profile
-        converted = None
-    return converted if converted is not None else img.convert("RGB")
 
 
 def _payload(data: bytes, mime: str, fit: ImageFit, original: tuple[int, int], *, reencoded: bool) -> Payload:

@@ -755,3 +755,34 @@ def test_caption_takes_a_generator_an_array_and_a_bytearray(tmp_path: Path) -> N
         assert len(several) == 3 and several.notna().all()
         batch = caprl_nb.caption(np.stack([arr, arr[::-1]]), **kw)
         assert len(batch) == 2 and batch.notna().all() and batch.iat[0] != batch.iat[1]
+
+
+def test_large_decodes_in_parallel_threads_stay_within_one_pixel_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from caprl_nb import images
+
+    budget = images._PixelBudget(250_000)  # room for two 400x300 decodes, not three
+    monkeypatch.setattr(images, "_DECODING", budget)
+    held: list[int] = []
+    real = images._convert_and_encode
+
+    def spy(*args: object, **kwargs: object) -> tuple[bytes, str]:
+        deadline = time.monotonic() + 1  # poll: give a second decode the chance to start
+        while budget.total - budget.free < 240_000 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        held.append(budget.total - budget.free)
+        return real(*args, **kwargs)  # type: ignore[arg-type]  # the real function's own arguments
+
+    monkeypatch.setattr(images, "_convert_and_encode", spy)
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"{i}.png")
+        save(gradient(400, 300), paths[-1], "PNG", transparency=(0, 0, 90))  # transparency: re-encoded
+    with ThreadPoolExecutor(8) as pool:
+        payloads = list(pool.map(lambda p: prepare(identify(p), QWEN), paths))
+    assert all(p.reencoded for p in payloads)
+    assert len(held) == 8 and max(held) <= 250_000 and 240_000 in held  # two at once, never three
+    assert budget.free == budget.total
