@@ -1,7 +1,8 @@
 """Anything image-like -> a bounded, encoded payload for the model server.
 
 Two synchronous steps (the batch runs them in worker threads): :func:`identify` names one cell
-(path, http(s) URL, data: URL, bytes, PIL image, numpy array) and hashes it without decoding;
+(path, http(s) URL, data: URL, bytes, PIL image, numpy array, PDF page) and hashes it without
+decoding (URLs are downloaded by :mod:`caprl_nb.fetch`; a PDF page is rendered);
 :func:`prepare` fits it to a :class:`ModelPreset`. Original JPEG/PNG/WebP bytes that already fit
 (right size, upright, 8-bit RGB or gray) travel untouched; anything else is decoded once, made
 upright, flattened to RGB or L, resized with LANCZOS and encoded once (JPEG q95 for photos, PNG
@@ -10,9 +11,9 @@ otherwise). Pillow, OS and HTTP failures become :mod:`caprl_nb.errors` that name
 Decompression bombs: the header size is checked against ``max_decode_pixels`` before any pixel is
 decoded, and Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed. Memory stays bounded
 across worker threads too: at most ``DEFAULT_MAX_DECODE_PIXELS`` pixels (after JPEG's free
-1/2..1/8 draft scaling) are being decoded at once in the process; larger decodes wait their turn. Pillow's own check in
-``Image.open`` still raises above twice that limit (178,956,970, our default too; translated here)
-and warns between 1x and 2x. That ``DecompressionBombWarning`` is left alone: silencing it would
+1/2..1/8 draft scaling) are decoded at once in the process; other decodes wait their turn.
+Pillow's own check in ``Image.open`` still raises above twice its ``MAX_IMAGE_PIXELS``
+(178,956,970, our default too; translated here) and warns between 1x and 2x. That ``DecompressionBombWarning`` is left alone: silencing it would
 swap the process-wide warning filters from many threads (``warnings.catch_warnings`` is not
 thread-safe). Where warnings are errors, it is translated like the error.
 """
