@@ -101,6 +101,7 @@ BAD: dict[str, tuple[type[ImageError], str]] = {
     "dangling.png": (ImageNotFoundError, "broken symbolic link"),
     "bomb.png": (ImageTooLargeError, "too large to decode safely"),
     "wide.png": (ImageTooLargeError, "aspect ratio of 10000:1"),
+    "scan.pdf": (ImageDecodeError, "is a PDF, not an image"),  # caption does not expand PDFs; extract does
 }
 if not has_pillow_heif():
     BAD["photo.heic"] = (ImageDecodeError, "unsupported format: HEIC")
@@ -133,6 +134,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frames[0].save(d / "animated.webp", save_all=True, append_images=frames[1:], duration=50)
     (d / "exif_bomb.jpg").write_bytes(exif_bomb())
     (d / "photo.heic").write_bytes(HEIC)
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument.new()
+    pdf.new_page(612, 792).close()
+    pdf.save(str(d / "scan.pdf"))
+    pdf.close()
     if features.check("avif"):
         photo().save(d / "photo.avif")
     return d
@@ -177,17 +184,42 @@ def test_each_broken_file_is_an_image_error_naming_its_cause(files: Path, name: 
         assert name.split(".")[0] in str(info.value)
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading")
-    path = tmp_path / "locked.png"
-    path.write_bytes(encoded(photo(), "PNG"))
-    path.chmod(0)
+def test_unreadable_file() -> None:
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="caprl-unreadable-"))  # world-traversable, unlike tmp_path
     try:
-        with pytest.raises(ImageError, match="Permission denied.*permissions"):
-            identify(path)
+        folder.chmod(0o755)
+        path = folder / "locked.png"
+        path.write_bytes(encoded(photo(), "PNG"))
+        path.chmod(0)
+        if os.geteuid() != 0:
+            with pytest.raises(ImageError, match="Permission denied.*permissions"):
+                identify(path)
+            return
+        # root reads anything: ask in a child process that runs as nobody
+        code = (
+            "import sys\nfrom caprl_nb.images import identify\n"
+            "try:\n    identify(sys.argv[1])\nexcept Exception as exc:\n"
+            "    print(type(exc).__name__ + ': ' + str(exc))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": str(folder)}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code, str(path)], user="nobody", env=env, cwd=folder,
+                capture_output=True, text=True, timeout=120, check=False,
+            )
+        except (PermissionError, OSError) as exc:  # a container that cannot switch users
+            pytest.skip(f"running as root and cannot run as nobody ({exc})")
+        if "No module named" in done.stderr:
+            pytest.skip("running as root, and nobody cannot import this checkout")
+        assert done.stdout.startswith("ImageError: Cannot read file "), done.stdout + done.stderr
+        assert "Permission denied. Check its permissions." in done.stdout
     finally:
-        path.chmod(0o600)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_decompression_bomb_is_refused_before_any_pixel_is_decoded(files: Path) -> None:
