@@ -63,7 +63,7 @@ def unidentified(desc: str, content: bytes, hint: str) -> str:
     if kind == "HEIC":
         return f"unsupported format: HEIC; {desc} is a HEIC/HEIF photo, which Pillow cannot read on its own. Convert it to JPEG, or `pip install pillow-heif` (caprl_nb uses it once installed)."
     if kind == "AVIF":
-        return f"unsupported format: AVIF; this Pillow build cannot read {desc}. Upgrade Pillow (11.3 and later read AVIF), or convert it to JPEG or PNG."
+        return f"unsupported format: AVIF; this Pillow build cannot read {desc}. Upgrade Pillow (11.2 and later read AVIF when built with libavif, as its wheels are), or convert it to JPEG or PNG."
     if kind in ("text", "XML"):
         start = content[:24].decode("utf-8", "replace")
         named = " Its name may say .jpg while its content is not; check the file." if desc.startswith("file ") else ""
