@@ -161,13 +161,19 @@ def _check_names(options: dict[str, Any]) -> None:
 def configure(**options: Any) -> Settings:
     """Set process-wide defaults (above the environment, below call arguments).
 
-    ``configure()`` with no arguments clears them. Returns the settings now in force.
+    ``configure(name=None)`` unsets that one default again (the environment, then the built-in
+    default, applies); ``configure()`` with no arguments clears them all. Returns the settings
+    now in force; settings that are not valid raise and change nothing.
     """
     _check_names(options)
     if not options:
         _configured.clear()
-    else:
-        _configured.update({k: v for k, v in options.items()})
+        return resolve_settings()
+    updated = {**_configured, **options}
+    updated = {k: v for k, v in updated.items() if v is not None}
+    Settings(**{**_from_env(), **updated})  # a ConfigError here leaves the defaults as they were
+    _configured.clear()
+    _configured.update(updated)
     return resolve_settings()
 
 
