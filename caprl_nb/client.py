@@ -22,6 +22,7 @@ import openai
 
 from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
 from caprl_nb.errors import (
+    ConfigError,
     RequestRejectedError,
     ServerBusyError,
     ServerError,
@@ -329,6 +330,14 @@ async def fetch_server_info(
         ids = tuple(m.id for m in entries)
         chosen = model
         if chosen is None:
+            if len(ids) > 1 and DEFAULT_SERVED_NAME not in ids:
+                msg = (
+                    f"The server at {settings.base_url} serves several models "
+                    f"({', '.join(map(repr, ids))}) and none is called {DEFAULT_SERVED_NAME!r}, so "
+                    "caprl_nb cannot tell which to ask. Choose one with model=... (or "
+                    "caprl_nb.configure(model=...), or set CAPRL_MODEL)."
+                )
+                raise ConfigError(msg)
             chosen = ids[0] if len(ids) == 1 else DEFAULT_SERVED_NAME
         entry = next((m for m in entries if m.id == chosen), None)
         if entry is None and model is not None and ids:
