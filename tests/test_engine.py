@@ -25,6 +25,7 @@ from PIL import Image
 from caprl_nb.engine import (
     EngineProcess,
     default_engine_dir,
+    engine_uses_gpu,
     find_engine_python,
     free_port,
     redact_command,
@@ -108,6 +109,29 @@ def test_gpu_env_has_no_cpu_settings(tmp_path: Path) -> None:
     env = serve_env({}, gpu=True, cache_dir=tmp_path)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and "VLLM_TARGET_DEVICE" not in env
     assert env["HF_HOME"] == str(tmp_path / "huggingface")
+
+
+def _fake_engine(root: Path, distributions: dict[str, str]) -> Path:
+    """An engine interpreter that answers only the question which distributions it has."""
+    python = root / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f"#!/bin/sh\necho '{json.dumps(distributions)}'\n")
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in engines are shell scripts")
+def test_gpu_flags_follow_the_engine_not_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = _fake_engine(tmp_path / "cpu", {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"})
+    cuda = _fake_engine(tmp_path / "cuda", {"vllm": "0.32.0", "torch": "2.13.0"})
+    marked = tmp_path / "installed" / "bin" / "python"  # install_cpu_engine's venv: its marker says so
+    marked.parent.mkdir(parents=True)
+    (tmp_path / "installed" / "caprl-engine.json").write_text("{}")
+    monkeypatch.setattr("caprl_nb.engine.has_gpu", lambda: True)
+    assert not engine_uses_gpu(str(cpu)) and not engine_uses_gpu(str(marked))
+    assert engine_uses_gpu(str(cuda))
+    monkeypatch.setattr("caprl_nb.engine.has_gpu", lambda: False)
+    assert not engine_uses_gpu(str(cuda))
 
 
 # -- redact_command ------------------------------------------------------------------------------
