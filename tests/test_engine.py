@@ -293,10 +293,18 @@ def test_a_server_that_exits_fails_fast_with_its_log(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
 
 
-def test_free_port_can_be_bound() -> None:
+def test_free_port_can_be_bound_and_listened_on() -> None:
     port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+    assert 1024 <= port <= 65535  # an ephemeral port, never 0 (which would mean "any")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen(1)
+        assert server.getsockname()[1] == port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = server.accept()
+            with accepted:
+                client.sendall(b"ping")
+                assert accepted.recv(4) == b"ping"
 
 
 # -- the real engine (conftest's session fixture ``vllm_server``) ------------------------------
