@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from caprl_nb import engine, images
 from caprl_nb.__about__ import __version__
@@ -350,8 +350,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never echoes a secret (``unrecognized arguments: --api-key=...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(" ".join(engine.redact_command(message.split(" "))))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="caprl-nb", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="caprl-nb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"caprl-nb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
