@@ -319,6 +319,14 @@ async def fetch_server_info(
         try:
             listing = await client.models.list(timeout=timeout)
         except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                given = "no API key was sent" if settings.api_key in ("", "EMPTY") else "it refused the API key"
+                msg = (
+                    f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models: "
+                    f"{given}. Set CAPRL_API_KEY (or pass api_key=, or caprl_nb.configure(api_key=...)) "
+                    "to the key the server was started with (vllm serve --api-key)."
+                )
+                raise RequestRejectedError(msg, exc.status_code) from exc
             msg = (
                 f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models "
                 f"({_server_message(exc)}). Is base_url the OpenAI-compatible root (ending in /v1)?"
