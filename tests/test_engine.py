@@ -12,10 +12,10 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -277,9 +277,8 @@ def test_process_becomes_ready_and_stop_ends_the_whole_group(tmp_path: Path) -> 
 def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
     engine = _stand_in(tmp_path, ignore_term=True).start()
     engine.wait_ready(timeout=30)
-    started = time.monotonic()
     engine.stop(timeout=1)
-    assert time.monotonic() - started < 10
+    assert engine.wait() == -signal.SIGKILL  # SIGTERM was ignored, so the grace period ended in SIGKILL
     assert engine.pid is not None and _group_gone(engine.pid)
 
 
@@ -287,10 +286,9 @@ def test_a_server_that_exits_fails_fast_with_its_log(tmp_path: Path) -> None:
     cmd = [sys.executable, "-c", "import sys; print('CUDA out of memory, try less'); sys.exit(3)"]
     log = tmp_path / "e.log"
     engine = EngineProcess(cmd, env=dict(os.environ), host="127.0.0.1", port=free_port(), log_path=log)
-    started = time.monotonic()
-    with engine, pytest.raises(EngineError, match=r"(?s)exited with code 3.*CUDA out of memory"):
-        engine.wait_ready(timeout=120)
-    assert time.monotonic() - started < 60
+    with engine, pytest.raises(EngineError, match=r"(?s)exited with code 3.*CUDA out of memory") as info:
+        engine.wait_ready(timeout=600)
+    assert "No answer from" not in str(info.value)  # noticed the exit, did not wait out the timeout
 
 
 def test_free_port_can_be_bound_and_listened_on() -> None:
