@@ -148,7 +148,9 @@ def concat_tables(tables: pd.Series, *, key: str | None = None) -> pd.DataFrame:
         msg = f"key={key!r} would clash with concat_tables' own columns {list(_LONG_COLUMNS)}; pick another name."
         raise ConfigError(msg)
     keys: list[Any] = []
-    xs, series, values = [], [], []
+    xs: list[np.ndarray] = []
+    series: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for label, table in tables.items():
         if not isinstance(table, pd.DataFrame) or table.shape[1] < 2 or table.shape[0] == 0:
             continue
