@@ -409,12 +409,14 @@ def test_failed_rows_show_their_error(page: Page, harness: GalleryHarness) -> No
 def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -> None:
     from playwright.sync_api import expect
 
-    caption = "<img src=x onerror=alert(1)>"
-    label = "<script>alert(2)</script>"
-    source = '"><svg onload=alert(3)>.png'
-    edited = "<b onmouseover=alert(4)>bold</b> & <i>it</i>"
-    error = "<iframe src=javascript:alert(5)></iframe>"
-    title = "<img src=x onerror=alert(6)>"
+    caption = "<img src=x onerror=window.__pwned=1>"
+    label = "<script>window.__pwned=1</script>"
+    source = '"><svg onload=window.__pwned=1>.png'
+    edited = "<b onmouseover=alert(4)>bold</b> & <i>it</i> [x](javascript:window.__pwned=1)"
+    error = "<iframe src=javascript:window.__pwned=1></iframe>"
+    title = "<img src=x onerror=window.__pwned=1>"
+    link = "javascript:window.__pwned=1"
+    markdown = "[click me](javascript:window.__pwned=1) **bold** <a href=javascript:window.__pwned=1>a</a>"
     root = harness.open(
         page.page,
         n=40,
@@ -423,6 +425,7 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
             0: {"caption": caption, "label": label, "source": source},
             1: {"edited": edited, "status": "edited"},
             2: {"caption": None, "error": error},
+            4: {"caption": markdown, "label": link, "source": link},
         },
     )
     wait_first_paint(root)
@@ -432,6 +435,8 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
     expect(card(root, 1).get_by_test_id("caption")).to_have_text(edited)
     expect(card(root, 2).get_by_test_id("error")).to_have_text(error)
     expect(root.locator(".cg-title")).to_have_text(title)
+    expect(card(root, 4).get_by_test_id("caption")).to_have_text(markdown)  # markdown is not rendered
+    expect(card(root, 4).locator(".cg-label")).to_have_text(link)
 
     card(root, 0).click()
     detail = root.get_by_test_id("detail")
@@ -455,6 +460,11 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
     )
     assert injected == []
     assert page.page.locator("img[onerror]").count() == 0
+    assert root.locator("a, [href], [src^='javascript:' i]").count() == 0  # no link made of a string
+    root.get_by_test_id("detail").get_by_test_id("close").click()
+    card(root, 4).click()  # open it: a javascript: "source" or markdown link must not navigate
+    expect(root.get_by_test_id("detail").get_by_test_id("detail-caption")).to_have_text(markdown)
+    assert page.page.evaluate("typeof window.__pwned") == "undefined"
     assert page.dialogs == []
 
 
