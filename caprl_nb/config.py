@@ -9,8 +9,12 @@ For every setting the first of these that is set wins:
    ``CAPRL_PRESET``, ``CAPRL_WAIT_FOR_SERVER``, ``CAPRL_OUTAGE_TIMEOUT``, ``CAPRL_OFFLINE``);
 4. the defaults below.
 
+``configure(name=None)`` unsets that process-wide default again (the environment, then the
+default, applies); a ``None`` call argument means "not given".
+
 ``model=None`` means "ask the server": the single model ``/v1/models`` lists, else ``caprl``
-(the served name the CapRL authors use). The served name is only an alias: results are keyed
+(the served name the CapRL authors use); a server with several models and none called
+``caprl`` is a :class:`~caprl_nb.errors.ConfigError` listing them, before any row is sent. The served name is only an alias: results are keyed
 by the checkpoint the server reports it loaded (see :mod:`caprl_nb.plan`).
 
 The API key never appears in a repr or a message.
