@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The gallery's own first paint (render() to the first filled card) on an idle machine. A target
+# for this bench, not a test: a loaded CI machine misses it without anything being wrong.
+FIRST_PAINT_TARGET_MS = 1000
 sys.path.insert(0, str(ROOT))
 
 SETUP = """\
@@ -247,8 +250,8 @@ def main() -> None:
           f"first thumbnail {ratio('thumb'):.2f}x, nodes in widget {ratio('widget_nodes'):.0f}x, "
           f"page nodes {ratio('nodes'):.0f}x, JS heap {ratio('heap'):.1f}x")
     last = ours[-1]
-    print(f"gallery data-first-paint-ms (its render() to first filled card): {med(ours, 'first_paint'):.0f} ms; "
-          f"{last['cards']} cards in the DOM")
+    print(f"gallery data-first-paint-ms (its render() to first filled card): {med(ours, 'first_paint'):.0f} ms "
+          f"(target < {FIRST_PAINT_TARGET_MS} ms); {last['cards']} cards in the DOM")
     print(f"gallery scrolled to the end: last card id {last['last_id']} ({last['last_source']}) shown after "
           f"{med(ours, 'scroll'):.0f} ms, its thumbnail after {med(ours, 'scroll_thumb'):.0f} ms; "
           f"grid DOM nodes then {last['widget_nodes_end']:,}")

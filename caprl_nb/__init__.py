@@ -78,4 +78,10 @@ def __getattr__(name: str) -> object:
         from caprl_nb import widgets
 
         return getattr(widgets, name)
+    # `import caprl_nb` then `caprl_nb.extract.concat_tables(...)` (as the README does): the
+    # subpackage is imported on first use, keeping `import caprl_nb` light.
+    if name == "extract":
+        import importlib
+
+        return importlib.import_module("caprl_nb.extract")
     raise AttributeError(f"module 'caprl_nb' has no attribute {name!r}")

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from caprl_nb import engine, images
 from caprl_nb.__about__ import __version__
@@ -159,7 +159,12 @@ def _start_engine(
     max_model_len: int | None,
 ) -> engine.EngineProcess:
     engine_python = engine.find_engine_python(python)
-    gpu = engine.has_gpu()
+    gpu = engine.engine_uses_gpu(engine_python)
+    if not gpu and engine.has_gpu():
+        _say(
+            f"note: {engine_python} runs the CPU build of vLLM, so this GPU is not used. For the GPU, "
+            "`pip install 'caprl-nb[vllm]'` and pass --python (or set CAPRL_VLLM_PYTHON) to that python."
+        )
     settings = resolve_settings()
     if model == "tiny":
         _say(TINY_NOTICE)
@@ -263,7 +268,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         line(False, "result store", str(exc))
     try:
         python = engine.find_engine_python(None)
-        print(f"[ok] engine: {python} ({'GPU' if engine.has_gpu() else 'CPU'})")
+        print(f"[ok] engine: {python} ({'GPU' if engine.engine_uses_gpu(python) else 'CPU'})")
     except CapRLError as exc:
         print(f"[--] engine: not installed here (only needed for `caprl-nb serve`). {exc}")
     return 1 if problems else 0
@@ -345,8 +350,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error never echoes a secret (``unrecognized arguments: --api-key=...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(" ".join(engine.redact_command(message.split(" "))))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="caprl-nb", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="caprl-nb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"caprl-nb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

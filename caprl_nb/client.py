@@ -22,6 +22,7 @@ import openai
 
 from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
 from caprl_nb.errors import (
+    ConfigError,
     RequestRejectedError,
     ServerBusyError,
     ServerError,
@@ -318,6 +319,14 @@ async def fetch_server_info(
         try:
             listing = await client.models.list(timeout=timeout)
         except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                given = "no API key was sent" if settings.api_key in ("", "EMPTY") else "it refused the API key"
+                msg = (
+                    f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models: "
+                    f"{given}. Set CAPRL_API_KEY (or pass api_key=, or caprl_nb.configure(api_key=...)) "
+                    "to the key the server was started with (vllm serve --api-key)."
+                )
+                raise RequestRejectedError(msg, exc.status_code) from exc
             msg = (
                 f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models "
                 f"({_server_message(exc)}). Is base_url the OpenAI-compatible root (ending in /v1)?"
@@ -329,6 +338,14 @@ async def fetch_server_info(
         ids = tuple(m.id for m in entries)
         chosen = model
         if chosen is None:
+            if len(ids) > 1 and DEFAULT_SERVED_NAME not in ids:
+                msg = (
+                    f"The server at {settings.base_url} serves several models "
+                    f"({', '.join(map(repr, ids))}) and none is called {DEFAULT_SERVED_NAME!r}, so "
+                    "caprl_nb cannot tell which to ask. Choose one with model=... (or "
+                    "caprl_nb.configure(model=...), or set CAPRL_MODEL)."
+                )
+                raise ConfigError(msg)
             chosen = ids[0] if len(ids) == 1 else DEFAULT_SERVED_NAME
         entry = next((m for m in entries if m.id == chosen), None)
         if entry is None and model is not None and ids:

@@ -9,8 +9,12 @@ For every setting the first of these that is set wins:
    ``CAPRL_PRESET``, ``CAPRL_WAIT_FOR_SERVER``, ``CAPRL_OUTAGE_TIMEOUT``, ``CAPRL_OFFLINE``);
 4. the defaults below.
 
+``configure(name=None)`` unsets that process-wide default again (the environment, then the
+default, applies); a ``None`` call argument means "not given".
+
 ``model=None`` means "ask the server": the single model ``/v1/models`` lists, else ``caprl``
-(the served name the CapRL authors use). The served name is only an alias: results are keyed
+(the served name the CapRL authors use); a server with several models and none called
+``caprl`` is a :class:`~caprl_nb.errors.ConfigError` listing them, before any row is sent. The served name is only an alias: results are keyed
 by the checkpoint the server reports it loaded (see :mod:`caprl_nb.plan`).
 
 The API key never appears in a repr or a message.
@@ -161,13 +165,19 @@ def _check_names(options: dict[str, Any]) -> None:
 def configure(**options: Any) -> Settings:
     """Set process-wide defaults (above the environment, below call arguments).
 
-    ``configure()`` with no arguments clears them. Returns the settings now in force.
+    ``configure(name=None)`` unsets that one default again (the environment, then the built-in
+    default, applies); ``configure()`` with no arguments clears them all. Returns the settings
+    now in force; settings that are not valid raise and change nothing.
     """
     _check_names(options)
     if not options:
         _configured.clear()
-    else:
-        _configured.update({k: v for k, v in options.items()})
+        return resolve_settings()
+    updated = {**_configured, **options}
+    updated = {k: v for k, v in updated.items() if v is not None}
+    Settings(**{**_from_env(), **updated})  # a ConfigError here leaves the defaults as they were
+    _configured.clear()
+    _configured.update(updated)
     return resolve_settings()
 
 

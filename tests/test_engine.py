@@ -12,10 +12,10 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +25,7 @@ from PIL import Image
 from caprl_nb.engine import (
     EngineProcess,
     default_engine_dir,
+    engine_uses_gpu,
     find_engine_python,
     free_port,
     redact_command,
@@ -108,6 +109,29 @@ def test_gpu_env_has_no_cpu_settings(tmp_path: Path) -> None:
     env = serve_env({}, gpu=True, cache_dir=tmp_path)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env and "VLLM_TARGET_DEVICE" not in env
     assert env["HF_HOME"] == str(tmp_path / "huggingface")
+
+
+def _fake_engine(root: Path, distributions: dict[str, str]) -> Path:
+    """An engine interpreter that answers only the question which distributions it has."""
+    python = root / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f"#!/bin/sh\necho '{json.dumps(distributions)}'\n")
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in engines are shell scripts")
+def test_gpu_flags_follow_the_engine_not_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = _fake_engine(tmp_path / "cpu", {"vllm-cpu": "0.32.0", "torch": "2.13.0+cpu"})
+    cuda = _fake_engine(tmp_path / "cuda", {"vllm": "0.32.0", "torch": "2.13.0"})
+    marked = tmp_path / "installed" / "bin" / "python"  # install_cpu_engine's venv: its marker says so
+    marked.parent.mkdir(parents=True)
+    (tmp_path / "installed" / "caprl-engine.json").write_text("{}")
+    monkeypatch.setattr("caprl_nb.engine.has_gpu", lambda: True)
+    assert not engine_uses_gpu(str(cpu)) and not engine_uses_gpu(str(marked))
+    assert engine_uses_gpu(str(cuda))
+    monkeypatch.setattr("caprl_nb.engine.has_gpu", lambda: False)
+    assert not engine_uses_gpu(str(cuda))
 
 
 # -- redact_command ------------------------------------------------------------------------------
@@ -253,9 +277,8 @@ def test_process_becomes_ready_and_stop_ends_the_whole_group(tmp_path: Path) -> 
 def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
     engine = _stand_in(tmp_path, ignore_term=True).start()
     engine.wait_ready(timeout=30)
-    started = time.monotonic()
     engine.stop(timeout=1)
-    assert time.monotonic() - started < 10
+    assert engine.wait() == -signal.SIGKILL  # SIGTERM was ignored, so the grace period ended in SIGKILL
     assert engine.pid is not None and _group_gone(engine.pid)
 
 
@@ -263,16 +286,23 @@ def test_a_server_that_exits_fails_fast_with_its_log(tmp_path: Path) -> None:
     cmd = [sys.executable, "-c", "import sys; print('CUDA out of memory, try less'); sys.exit(3)"]
     log = tmp_path / "e.log"
     engine = EngineProcess(cmd, env=dict(os.environ), host="127.0.0.1", port=free_port(), log_path=log)
-    started = time.monotonic()
-    with engine, pytest.raises(EngineError, match=r"(?s)exited with code 3.*CUDA out of memory"):
-        engine.wait_ready(timeout=120)
-    assert time.monotonic() - started < 60
+    with engine, pytest.raises(EngineError, match=r"(?s)exited with code 3.*CUDA out of memory") as info:
+        engine.wait_ready(timeout=600)
+    assert "No answer from" not in str(info.value)  # noticed the exit, did not wait out the timeout
 
 
-def test_free_port_can_be_bound() -> None:
+def test_free_port_can_be_bound_and_listened_on() -> None:
     port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+    assert 1024 <= port <= 65535  # an ephemeral port, never 0 (which would mean "any")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen(1)
+        assert server.getsockname()[1] == port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = server.accept()
+            with accepted:
+                client.sendall(b"ping")
+                assert accepted.recv(4) == b"ping"
 
 
 # -- the real engine (conftest's session fixture ``vllm_server``) ------------------------------

@@ -61,3 +61,64 @@ def test_static_gallery_offline_with_every_image_and_inert_payloads(tmp_path: Pa
     assert "<script>alert(1)</script>.png" in meta.replace("\\", "/")
     assert scripts == 0 and dialogs == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # offline
+
+
+PWN = [
+    "<img src=x onerror=window.__pwned=1>",
+    "<script>window.__pwned=1</script>",
+    "javascript:window.__pwned=1",
+    "[x](javascript:window.__pwned=1) **md**",
+    '"><svg onload=window.__pwned=1>',
+]
+
+
+def test_hostile_captions_names_and_labels_are_inert_in_the_file_and_the_preview(
+    tmp_path: Path, output_dir: Path
+) -> None:
+    """Both static views: the file (which has a CSP) and the notebook preview (which has none)."""
+    from playwright.sync_api import sync_playwright
+
+    paths = []
+    for i, name in enumerate(['x"><img src=y onerror=window.__pwned=1>.png', "javascript:alert(1).png",
+                              "<script>window.__pwned=1<\\script>.png", "b.png", "c.png"]):
+        path = tmp_path / name
+        Image.new("RGB", (80, 60), (40 * i, 90, 160)).save(path)
+        paths.append(str(path))
+    df = pd.DataFrame(
+        {"image": paths, "caption": PWN, "error": [None, None, None, None, PWN[0]]},
+        index=pd.Index(PWN, name="label"),
+    )
+    gallery = Gallery(df, "image", store=False, title=PWN[1])
+    file_page = gallery.to_html(output_dir / "hostile.html")
+    # The preview a saved notebook shows; a renderer may apply no CSP at all, so escaping alone must hold.
+    preview = tmp_path / "preview.html"
+    preview.write_text(f"<!doctype html><html><body>{gallery._preview_html()}</body></html>", encoding="utf-8")
+
+    seen = {}
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            for name, target in (("file", file_page), ("preview", preview)):
+                page = browser.new_page()
+                dialogs: list[str] = []
+                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.goto(target.as_uri())
+                page.wait_for_load_state("load")
+                page.wait_for_function("[...document.images].every(i => i.complete)")
+                seen[name] = {
+                    "pwned": page.evaluate("typeof window.__pwned"),
+                    "text": page.evaluate("document.body.innerText"),
+                    "active": page.evaluate(
+                        "document.querySelectorAll('script, iframe, svg, a, [href], [onerror], [onload]').length"
+                    ),
+                    "dialogs": dialogs,
+                }
+                page.close()
+        finally:
+            browser.close()
+    for name, found in seen.items():
+        assert found["pwned"] == "undefined", name
+        assert found["active"] == 0 and found["dialogs"] == [], name
+        for payload in PWN:  # shown literally: as caption, and as the row's label
+            assert found["text"].count(payload) >= 2, (name, payload)
+        assert "javascript:alert(1).png" in found["text"], name

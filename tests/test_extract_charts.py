@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from caprl_nb.errors import ConfigError
 from caprl_nb.extract import concat_tables, groundtruth
 from caprl_nb.extract.charts import CHART_SCHEMA, to_table
 from caprl_nb.extract.schema import as_schema
@@ -65,6 +66,31 @@ def test_concat_tables_long_form_keyed_by_row() -> None:
     assert len(first) == 9
     assert first[first["series"] == "Online"]["value"].tolist() == [1200.0, -300.0, -4.5]
     assert concat_tables(pd.Series([None], dtype=object)).empty
+
+
+@pytest.mark.parametrize("x_name", ["value", "series", "x"])
+def test_concat_tables_whatever_the_x_column_is_called(x_name: str) -> None:
+    one = pd.DataFrame({x_name: pd.array([2020, 2021], dtype="Int64"),
+                        "sales": pd.array([1.5, 2.0], dtype="Float64"),
+                        "value": pd.array([7.0, None], dtype="Float64")} if x_name != "value" else
+                       {x_name: pd.array([2020, 2021], dtype="Int64"),
+                        "sales": pd.array([1.5, 2.0], dtype="Float64"),
+                        "series": pd.array([7.0, None], dtype="Float64")})
+    long = concat_tables(pd.Series([one, None], index=["a", "b"]))
+    assert list(long.columns) == ["row", "x", "series", "value"]
+    assert long["x"].tolist() == [2020, 2021, 2020, 2021]
+    assert long["series"].tolist() == ["sales", "sales", one.columns[2], one.columns[2]]
+    assert long["value"].dtype == "Float64"
+    assert long["value"].tolist()[:3] == [1.5, 2.0, 7.0] and pd.isna(long["value"].iloc[3])
+    assert set(long["row"]) == {"a"}
+
+
+def test_concat_tables_key_cannot_clash_with_its_columns() -> None:
+    tables = pd.Series([to_table(ANSWER)], index=pd.Index([1], name="value"))
+    assert list(concat_tables(tables).columns) == ["row", "x", "series", "value"]
+    with pytest.raises(ConfigError, match="key='series'"):
+        concat_tables(tables, key="series")
+    assert list(concat_tables(tables, key="chart").columns) == ["chart", "x", "series", "value"]
 
 
 def test_generated_charts_have_files_and_truth(tmp_path: Path) -> None:

@@ -170,6 +170,17 @@ def test_malformed_messages_answer_with_an_error(fields: tuple[ExtractionReview,
     assert len(rec.of("error")) == 4 and w.statuses == "uuuu"
 
 
+@pytest.mark.parametrize("bad", [-1, -4, 4, True, 0.5, "1", None])
+def test_row_ids_from_the_front_end_are_checked(fields: tuple[ExtractionReview, Recorder], bad: Any) -> None:
+    w, rec = fields
+    _msg(w, type="row", id=bad)
+    _msg(w, type="review", id=bad, status="accepted")
+    _msg(w, type="edit", id=bad, values={"total": "3"})
+    errors = rec.of("error")
+    assert len(errors) == 3 and all("row id" in m[0]["message"] for m in errors)
+    assert rec.of("row") == [] and rec.of("image") == [] and w.statuses == "uuuu"
+
+
 def test_review_statuses_and_their_effect_on_an_edit(fields: tuple[ExtractionReview, Recorder]) -> None:
     w, rec = fields
     _msg(w, type="review", id=1, status="rejected")

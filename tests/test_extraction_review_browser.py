@@ -498,3 +498,86 @@ def test_table_cell_edit_sends_the_table_and_reaches_pandas_typed(table_review: 
     expect(s.root.get_by_test_id("error")).to_have_text("no table")
     assert s.page.locator("img[src='x']").count() == 0
     assert s.dialogs == [] and s.errors == []
+
+
+PWN = [
+    "<img src=x onerror=window.__pwned=1>",
+    "<script>window.__pwned=1</script>",
+    "javascript:window.__pwned=1",
+    "[x](javascript:window.__pwned=1) **md**",
+]
+
+
+def _inert(s: Session) -> None:
+    """Nothing a model or a file name wrote became markup, a link or a running script."""
+    injected = s.root.evaluate(
+        """root => [...root.querySelectorAll('*')].filter(el =>
+             ['SCRIPT', 'IFRAME', 'A', 'B'].includes(el.tagName)
+             || el.namespaceURI !== 'http://www.w3.org/1999/xhtml'
+             || el.hasAttribute('href')
+             || [...el.attributes].some(a => a.name.startsWith('on'))).map(el => el.outerHTML)"""
+    )
+    assert injected == []
+    assert s.page.evaluate("typeof window.__pwned") == "undefined"
+    assert s.dialogs == [] and s.errors == []
+
+
+def test_hostile_labels_file_names_fields_and_tables_stay_text(chromium: Any, server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    names = ['"><svg onload=window.__pwned=1>.png', "javascript:window.__pwned=1.png",
+             "<img src=y onerror=window.__pwned=1>.png", "d.png"]
+    paths = [_invoice(tmp_path / name, i, "ACME", "10") for i, name in enumerate(names)]
+    df = pd.DataFrame({"image": paths}, index=pd.Index(PWN))
+    result = pd.DataFrame(
+        {
+            "vendor": pd.array(PWN[::-1], dtype="string"),
+            PWN[0]: pd.array(PWN, dtype="string"),  # a field named by a schema the model filled
+            "error": pd.array([None, None, None, f"ValidationError: {PWN[1]}"], dtype="string"),
+        },
+        index=df.index,
+    )
+    sessions = _open(chromium, server, df.caprl.review_extraction("image", result, title=PWN[0]))
+    s = next(sessions)
+    try:
+        expect(s.root.get_by_test_id("row-item")).to_have_count(4)
+        items = s.root.get_by_test_id("row-item").all_inner_texts()
+        assert all(label in text for label, text in zip(PWN, items, strict=True))  # labels as text
+        for i, label in enumerate(PWN):
+            if i:
+                s.root.focus()
+                s.page.keyboard.press("ArrowRight")
+            s.wait_row(label)
+            expect(s.root.get_by_test_id("source")).to_contain_text(names[i])
+            vendor = s.root.locator("[data-testid=field-input][data-field=vendor]")
+            odd = s.root.locator("[data-testid=field-input]").nth(1)
+            if i < 3:
+                expect(vendor).to_have_value(PWN[::-1][i])
+                expect(odd).to_have_value(PWN[i])
+            else:
+                assert s.root.get_by_test_id("error").evaluate("el => el.textContent") == f"ValidationError: {PWN[1]}"
+            s.wait_image()
+        assert PWN[0] in s.root.inner_text()  # the title and the odd field's name, as text
+        s.shot("hostile-fields.png")
+        _inert(s)
+    finally:
+        sessions.close()
+
+    tables = pd.Series(
+        [pd.DataFrame({PWN[1]: pd.array([2020, 2021], dtype="Int64"), "note": pd.array(PWN[2:], dtype="string")}),
+         None],
+        index=pd.Index(PWN[:2]), name="table",
+    )
+    frame = pd.DataFrame({"image": paths[:2]}, index=tables.index)
+    sessions = _open(chromium, server, frame.caprl.review_extraction("image", tables))
+    s = next(sessions)
+    try:
+        s.wait_row(PWN[0])
+        s.wait_image()
+        expect(s.root.locator("[data-testid=header-cell][data-col='0']")).to_have_value(PWN[1])
+        expect(s.root.locator("[data-testid=cell][data-row='0'][data-col='1']")).to_have_value(PWN[2])
+        expect(s.root.locator("[data-testid=cell][data-row='1'][data-col='1']")).to_have_value(PWN[3])
+        s.shot("hostile-table.png")
+        _inert(s)
+    finally:
+        sessions.close()

@@ -153,6 +153,19 @@ def test_bad_messages_do_not_raise(gallery: tuple[Gallery, Recorder]) -> None:
     assert len(rec.of("error")) == 2
 
 
+@pytest.mark.parametrize("bad", [-1, -30, 30, 10**9, True, 1.5, "3", None])
+def test_row_ids_from_the_front_end_are_checked(gallery: tuple[Gallery, Recorder], bad: Any) -> None:
+    g, rec = gallery
+    _msg(g, type="review", id=bad, status="accepted")
+    _msg(g, type="edit", id=bad, caption="hijacked")
+    _msg(g, type="detail", id=bad)
+    errors = rec.of("error")
+    assert len(errors) == 3 and all("row id" in m[0]["message"] for m in errors)
+    assert rec.of("row") == [] and rec.of("detail") == []
+    assert g.counts["accepted"] == 0 and g.counts["edited"] == 0
+    assert g.reviews.empty  # in particular the last row (id -1 in Python indexing) is untouched
+
+
 def test_missing_columns(frame: pd.DataFrame) -> None:
     with pytest.raises(ColumnNotFoundError, match="'image', 'caption'"):
         frame.caprl.gallery("picture")

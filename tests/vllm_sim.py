@@ -187,6 +187,11 @@ class VLLMSimulator:
     context_check: ``"clamp"`` (vLLM 0.32) or ``"reject"`` (older vLLMs); see the module doc.
     port:     the port to listen on (0: a free one); pass a stopped simulator's port to
               restart "the same server" at the same URL.
+    served_names: every name the model is served under (``vllm serve --served-model-name a b``):
+              ``/v1/models`` lists one card per name and completions accept any of them.
+              Default: ``(model_id,)``.
+    api_key:  as ``vllm serve --api-key``: every ``/v1/`` request without
+              ``Authorization: Bearer <api_key>`` is answered 401 ``{"error": "Unauthorized"}``.
 
     Observations, readable from any thread:
     requests: every chat-completion request body received (parsed JSON; ``{"_raw": ...}``
@@ -215,6 +220,8 @@ class VLLMSimulator:
         context_check: str = "clamp",
         keep_bodies: bool = True,
         port: int = 0,
+        served_names: Iterable[str] = (),
+        api_key: str | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             msg = f"fault_rate must be within [0, 1], not {fault_rate}."
@@ -226,6 +233,8 @@ class VLLMSimulator:
             msg = f'context_check must be "clamp" or "reject", not {context_check!r}.'
             raise ValueError(msg)
         self.model_id = model_id
+        self.served_names = tuple(served_names) or (model_id,)
+        self.api_key = api_key
         self.root = root
         self.max_model_len = max_model_len
         self.version = version
@@ -421,6 +430,10 @@ class VLLMSimulator:
             "/metrics": ("GET", self._metrics),
         }
         keep = request.keep_alive
+        if self.api_key is not None and request.path.startswith("/v1/"):
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                await _send_json(writer, 401, {"error": "Unauthorized"}, keep)
+                return keep
         if request.path == "/v1/chat/completions":
             if request.method == "POST":
                 return await self._chat(request, reader, writer)
@@ -459,17 +472,20 @@ class VLLMSimulator:
             "group": None,
             "is_blocking": False,
         }
-        card = {
-            "id": self.model_id,
-            "object": "model",
-            "created": self._created,
-            "owned_by": "vllm",
-            "root": self.root,
-            "parent": None,
-            "max_model_len": self.max_model_len,
-            "permission": [permission],
-        }
-        return 200, json.dumps({"object": "list", "data": [card]}).encode(), "application/json"
+        cards = [
+            {
+                "id": name,
+                "object": "model",
+                "created": self._created,
+                "owned_by": "vllm",
+                "root": self.root,
+                "parent": None,
+                "max_model_len": self.max_model_len,
+                "permission": [permission],
+            }
+            for name in self.served_names
+        ]
+        return 200, json.dumps({"object": "list", "data": cards}).encode(), "application/json"
 
     def _metrics(self) -> tuple[int, bytes, str | None]:
         labels = f'{{engine="0",model_name="{self.model_id}"}}'
@@ -639,10 +655,10 @@ class VLLMSimulator:
 
     def _completion(self, body: dict[str, Any], images: list[_Image]) -> dict[str, Any]:
         model = body.get("model")
-        if model is not None and model != self.model_id:
+        if model is not None and model not in self.served_names:
             raise _Reject(
                 404,
-                f"The model `{model}` does not exist. Valid aliases: {self.model_id}.",
+                f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
                 "model",
                 "NotFoundError",
             )
@@ -687,7 +703,7 @@ class VLLMSimulator:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.model_id,
+            "model": model if model is not None else self.model_id,
             "choices": [
                 {
                     "index": 0,

@@ -31,3 +31,13 @@ __all__ = [
     "render_pdf",
     "table_score",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # groundtruth needs matplotlib (an extra): imported when first named, so that
+    # `caprl_nb.extract.groundtruth.charts(...)` works without an import of its own.
+    if name == "groundtruth":
+        import importlib
+
+        return importlib.import_module("caprl_nb.extract.groundtruth")
+    raise AttributeError(f"module 'caprl_nb.extract' has no attribute {name!r}")

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from caprl_nb.errors import ConfigError
 from caprl_nb.extract.parse import parse_number
 
 __all__ = ["CHART_PROMPT", "CHART_SCHEMA", "concat_tables", "to_table"]
@@ -25,6 +27,7 @@ __all__ = ["CHART_PROMPT", "CHART_SCHEMA", "concat_tables", "to_table"]
 # and quantised models do) is stopped by the grammar instead of eating all of max_tokens.
 _VALUE = {"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 40}, {"type": "null"}]}
 _MAX_POINTS = 200
+_LONG_COLUMNS = ("x", "series", "value")  # concat_tables' own columns, beside the key
 
 
 def _text(limit: int) -> dict[str, Any]:
@@ -134,32 +137,43 @@ def concat_tables(tables: pd.Series, *, key: str | None = None) -> pd.DataFrame:
     """Every table in ``tables`` (as :meth:`chart_table` returns) in one long-form DataFrame.
 
     One row per value: ``key`` (the row's label in ``tables``; the index's name, else ``"row"``),
-    ``x`` (the table's first column), ``series`` (the column name) and ``value``.
-    Missing tables (failed rows) are skipped.
+    ``x`` (the table's first column, whatever it is called), ``series`` (the column name) and
+    ``value``. Missing tables (failed rows) are skipped.
     ``value`` is ``Float64`` when every table's values are numbers, else ``object``.
     """
-    key = key or (str(tables.index.name) if tables.index.name is not None else "row")
-    parts = []
+    if key is None:
+        named = str(tables.index.name) if tables.index.name is not None else "row"
+        key = "row" if named in _LONG_COLUMNS else named
+    elif key in _LONG_COLUMNS:
+        msg = f"key={key!r} would clash with concat_tables' own columns {list(_LONG_COLUMNS)}; pick another name."
+        raise ConfigError(msg)
+    keys: list[Any] = []
+    xs: list[np.ndarray] = []
+    series: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for label, table in tables.items():
-        if not isinstance(table, pd.DataFrame) or table.shape[1] == 0:
+        if not isinstance(table, pd.DataFrame) or table.shape[1] < 2 or table.shape[0] == 0:
             continue
-        x = table.columns[0]
-        long = table.melt(id_vars=[x], var_name="series", value_name="value")
-        if long.empty:
-            continue
-        long = long.rename(columns={x: "x"})
-        long["x"] = long["x"].astype(object)
-        long.insert(0, key, pd.Index([label] * len(long), dtype=tables.index.dtype))
-        parts.append(long)
-    if not parts:
+        n, m = table.shape[0], table.shape[1] - 1
+        # Built by position, not with melt(): the x column may be called "value" or "series",
+        # and two series may share a name.
+        keys.extend([label] * (n * m))
+        xs.append(np.tile(table.iloc[:, 0].to_numpy(dtype=object), m))
+        series.append(np.repeat(np.array([str(c) for c in table.columns[1:]], dtype=object), n))
+        values.extend(table.iloc[:, j].to_numpy(dtype=object) for j in range(1, m + 1))
+    if not keys:
         return pd.DataFrame({
             key: pd.Index([], dtype=tables.index.dtype), "x": pd.Series([], dtype=object),
             "series": pd.Series([], dtype="string"), "value": pd.Series([], dtype="Float64"),
         })
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.DataFrame({
+        key: pd.Index(keys, dtype=tables.index.dtype),
+        "x": pd.Series(np.concatenate(xs), dtype=object),
+        "series": pd.Series(np.concatenate(series), dtype="string"),
+    })
+    value = pd.Series(np.concatenate(values), dtype=object)
     try:
-        out["value"] = out["value"].astype("Float64")
+        out["value"] = value.astype("Float64")
     except (TypeError, ValueError):
-        out["value"] = out["value"].astype(object)
-    out["series"] = out["series"].astype("string")
+        out["value"] = value
     return out

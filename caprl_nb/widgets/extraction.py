@@ -62,7 +62,7 @@ from caprl_nb.widgets.edits import (
     table_json,
     table_kinds,
 )
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["ExtractionReview", "canonical_json", "review_extraction"]
@@ -332,12 +332,12 @@ class ExtractionReview(anywidget.AnyWidget):
         kind = content.get("type")
         try:
             if kind == "row":
-                self._show(int(content["id"]))
+                self._show(row_id(content, len(self._images)))
             elif kind == "review":
-                self._set_status(int(content["id"]), str(content["status"]))
+                self._set_status(row_id(content, len(self._images)), str(content["status"]))
             elif kind == "edit":
                 edit = content.get("table") if self._table_col is not None else content.get("values")
-                self._set_edit(int(content["id"]), edit)
+                self._set_edit(row_id(content, len(self._images)), edit)
             else:
                 raise ValueError("unknown message type")
         except (KeyError, ValueError, IndexError, TypeError, ConfigError) as exc:

@@ -24,7 +24,7 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.export import write_html
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -224,12 +224,12 @@ class Gallery(anywidget.AnyWidget):
             if kind == "window":
                 self._send_window(int(content["version"]), int(content["start"]), int(content["end"]))
             elif kind == "review":
-                self._set_status(int(content["id"]), str(content["status"]))
+                self._set_status(row_id(content, len(self._images)), str(content["status"]))
             elif kind == "edit":
-                self._set_edit(int(content["id"]), str(content["caption"]))
+                self._set_edit(row_id(content, len(self._images)), str(content["caption"]))
             elif kind == "detail":
-                self._pool.submit(self._send_detail, int(content["id"]))
-        except (KeyError, ValueError, IndexError, ConfigError) as exc:
+                self._pool.submit(self._send_detail, row_id(content, len(self._images)))
+        except (KeyError, ValueError, IndexError, TypeError, ConfigError) as exc:
             self.send({"type": "error", "message": f"Bad {kind!r} message: {exc}"})
 
     def _send_window(self, version: int, start: int, end: int) -> None:

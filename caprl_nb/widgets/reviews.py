@@ -20,7 +20,7 @@ import pandas as pd
 from caprl_nb.errors import ConfigError
 from caprl_nb.store import ResultStore
 
-__all__ = ["STATUSES", "ReviewModel", "item_key", "release"]
+__all__ = ["STATUSES", "ReviewModel", "item_key", "release", "row_id"]
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
 _CODE = {status: code for code, status in enumerate(STATUSES)}
@@ -58,6 +58,20 @@ def item_key(image: object, text: object) -> str:
     missing = text is None or (not isinstance(text, str) and bool(pd.isna(text)))
     h.update(b"" if missing else str(text).encode())
     return h.hexdigest()
+
+
+def row_id(content: dict[str, Any], n: int) -> int:
+    """The row a front-end message names: an int in ``0 <= id < n``, or :class:`ValueError`.
+
+    Ids come from the browser, so they are checked here rather than trusted: a negative id
+    would otherwise index from the end (Python indexing) and review the wrong row.
+    """
+    value = content.get("id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"row id must be an integer, not {value!r}")
+    if not 0 <= value < n:
+        raise ValueError(f"row id {value} is outside 0..{n - 1}")
+    return value
 
 
 def release(pool: Executor | None, reviews: ReviewModel | None) -> None:
