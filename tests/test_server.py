@@ -244,6 +244,8 @@ async def test_extract_table_reports_the_simulators_prose_as_a_parse_error(
     assert (code, doc["status"]) == (502, 502)
     assert doc["error"].startswith("ParseError: no JSON object in the answer (it begins 'sim caption")
     assert len(sim_env.requests) == 1
+    # the file as the browser named it, not where the Jupyter root lives on the server
+    assert "file 'charts/sales.png'" in doc["error"] and str(jp_root_dir) not in doc["error"]
 
 
 @pytest.mark.parametrize(

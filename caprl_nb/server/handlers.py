@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,8 +174,14 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
         return path, full
 
     def row_failed(self, error: str) -> dict[str, Any]:
-        """Answer with the status a failed row's error maps to; returns the error document."""
+        """Answer with the status a failed row's error maps to; returns the error document.
+
+        File paths in it are shown relative to the Jupyter root, as the browser named them.
+        """
         self.set_status(_status_of_row_error(error))
+        root = self.extensionapp.serverapp.root_dir
+        for base in {os.path.realpath(root), os.path.abspath(root)}:
+            error = error.replace(base.rstrip(os.sep) + os.sep, "")
         return {"error": self._redact(error), "status": self.get_status()}
 
     def body(self) -> dict[str, Any]:
