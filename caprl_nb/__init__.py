@@ -24,6 +24,7 @@ from caprl_nb.errors import (
     ServerError,
     ServerTimeoutError,
     ServerUnavailableError,
+    SettingNotAllowedError,
     StoreError,
     UnsupportedImageError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ServerError",
     "ServerTimeoutError",
     "ServerUnavailableError",
+    "SettingNotAllowedError",
     "Settings",
     "StoreError",
     "UnsupportedImageError",

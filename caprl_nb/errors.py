@@ -8,6 +8,7 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
 
     CapRLError
     ├── ConfigError                 bad option or environment value
+    │   └── SettingNotAllowedError  (also PermissionError) a setting only an admin may make
     ├── ColumnNotFoundError         (also KeyError) a column the frame does not have
     ├── PathNotAllowedError         (also PermissionError) a path outside what may be read
     ├── ImageError                  one input could not become an image payload
@@ -53,6 +54,7 @@ __all__ = [
     "ServerError",
     "ServerTimeoutError",
     "ServerUnavailableError",
+    "SettingNotAllowedError",
     "StoreError",
     "UnsupportedImageError",
 ]
@@ -64,6 +66,10 @@ class CapRLError(Exception):
 
 class ConfigError(CapRLError, ValueError):
     """An option or environment variable has a value we cannot use."""
+
+
+class SettingNotAllowedError(ConfigError, PermissionError):
+    """A setting the Jupyter server's configuration reserves to its admin (e.g. the model server URL)."""
 
 
 class ColumnNotFoundError(CapRLError, KeyError):

@@ -11,6 +11,14 @@ its status poll at one second through Lab's own settings API. Each test opens it
   shows the image, the caption and its model, the side panel lists it among recent results,
   and "Insert as code" writes a cell that, run, gives the same caption back from the store.
 * On a file that is not an image the command is not offered.
+* "Insert as code" writes the ``df.caprl`` accessor call, which, run, gives the panel's caption.
+* Hostile text (a caption, a file name, an error holding ``<img onerror>``, ``<script>``) is shown
+  as text in every panel, never run.
+
+The Lab serves this checkout's own build of the labextension (caprl_nb/labextension/, from
+``npm run build`` in labextension/) when there is one, ahead of the installed copy; its Jupyter
+server lets the browser choose the model server (``CapRLApp.allow_browser_base_url``), as the
+real-vLLM tests point Lab at that server.
 
 Screenshots land in test-output/<test name>/. Needs Debian's Chromium at /usr/bin/chromium:
 without it these tests skip, unless CAPRL_REQUIRE_BROWSER=1 (CI), where it is a failure.
@@ -28,6 +36,9 @@ from typing import Any
 import httpx
 import pytest
 
+import caprl_nb
+
+from . import vllm_sim
 from .jupyterlab import (
     CHROMIUM,
     VIEWPORT,
@@ -56,6 +67,9 @@ MENU_LABEL = "Caption with CapRL"
 CAPTION_COMMAND = "caprl-nb:caption-file"  # CommandIDs.captionFile, labextension/src/commands.ts
 WORK = "work"  # the folder holding the notebook, the image and the text file
 IMAGE = f"{WORK}/photo.png"
+# "Insert as code" for IMAGE in a notebook in WORK: the README's accessor call, path relative to it
+ACCESSOR_CODE = ('import pandas as pd\nimport caprl_nb  # registers df.caprl\n\n'
+                 'df = pd.DataFrame({"image": ["photo.png"]})\ndf["caption"] = df.caprl.caption("image")\ndf')
 TEXT = f"{WORK}/notes.txt"
 
 
@@ -95,8 +109,29 @@ def lab(module_sim: VLLMSimulator, tmp_path_factory: pytest.TempPathFactory) -> 
         "CAPRL_MODEL": "", "CAPRL_API_KEY": "", "CAPRL_CONCURRENCY": "",
         "CAPRL_READ_TIMEOUT": "", "CAPRL_CONNECT_TIMEOUT": "", "CAPRL_MAX_RETRIES": "",
     }
+    # the admin's choice for this Lab: JupyterLab may point it at another model server
+    config = base / "lab" / "config"
+    config.mkdir(parents=True)
+    server_config = {"CapRLApp": {"allow_browser_base_url": True}}
+    (config / "jupyter_server_config.json").write_text(json.dumps(server_config))
+    env.update(_this_checkouts_labextension(base))
     with start_jupyterlab(root, env, state_dir=base / "lab") as server:
         yield server
+
+
+def _this_checkouts_labextension(base: Path) -> dict[str, str]:
+    """JUPYTER_PATH that puts this checkout's build of the labextension ahead of the installed one.
+
+    An editable install of another checkout (or a stale build in the venv) would otherwise be
+    what the browser runs. Without a build here (a wheel install), the installed copy is used.
+    """
+    built = Path(caprl_nb.__file__).resolve().parent / "labextension"
+    if not (built / "package.json").is_file():
+        return {}
+    path = base / "jupyter-path"
+    (path / "labextensions").mkdir(parents=True)
+    (path / "labextensions" / "caprl-nb").symlink_to(built, target_is_directory=True)
+    return {"JUPYTER_PATH": str(path)}
 
 
 @pytest.fixture
@@ -324,8 +359,7 @@ def test_caption_an_image_from_the_file_browser_with_real_vllm(
         cells = page.evaluate(
             "() => window.jupyterapp.shell.currentWidget.content.widgets"
             ".map(cell => [cell.model.type, cell.model.sharedModel.getSource()])")
-        code = 'import caprl_nb\n\ncaprl_nb.caption(["photo.png"])'  # the notebook is in work/ too
-        assert cells == [["code", setup], ["code", code]]
+        assert cells == [["code", setup], ["code", ACCESSOR_CODE]]
         active = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.activeCellIndex")
         assert active == 1
         page.screenshot(path=str(output_dir / "3-inserted-cell.png"))
@@ -335,7 +369,7 @@ def test_caption_an_image_from_the_file_browser_with_real_vllm(
         prompt = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt")
         expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=CAPTION_MS)
         assert [o["output_type"] for o in nb.cells()[1]["outputs"]].count("error") == 0, nb.cells()[1]
-        again = nb.run_cell("import json\nprint(json.dumps(list(_)))", timeout=CAPTION_MS / 1000)
+        again = nb.run_cell('import json\nprint(json.dumps(df["caption"].tolist()))', timeout=CAPTION_MS / 1000)
         assert json.loads(again) == [caption]
         page.screenshot(path=str(output_dir / "4-inserted-cell-run.png"))
         assert _page_errors(nb.console) == []
@@ -493,3 +527,142 @@ def jp_asyncio_loop() -> None:
 @pytest.fixture
 def jp_server_cleanup() -> None:
     return None
+
+
+# -- the inserted code, hostile content (simulator: no real model needed) ---------------------
+def _open_result(page: Any, command: str, path: str, css: str) -> Any:
+    """Run ``command`` on ``path`` and wait for its panel to finish; returns the panel."""
+    from playwright.sync_api import expect
+
+    page.evaluate("([id, path]) => window.jupyterapp.commands.execute(id, {path})", [command, path])
+    view = page.locator(css)
+    expect(view).to_have_count(1, timeout=EXPECT_MS)
+    expect(view).to_have_attribute("data-state", re.compile(r"^(done|error)$"), timeout=EXPECT_MS)
+    return view
+
+
+def test_insert_as_code_writes_the_accessor_call(
+    lab: JupyterLabServer, lab_settings: Any, chromium: Any, output_dir: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    lab_settings()
+    nb = LabNotebook.create(lab, chromium, f"{WORK}/accessor.ipynb", ["1 + 1"])
+    page = nb.page
+    try:
+        view = _open_result(page, CAPTION_COMMAND, IMAGE, ".jp-caprl-Caption")
+        expect(view).to_have_attribute("data-state", "done")
+        caption = view.locator(".jp-caprl-Caption-text").evaluate("el => el.textContent")
+        assert caption.startswith("sim caption"), caption
+        view.get_by_role("button", name="Insert as code").click()
+        expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text(
+            "accessor.ipynb", timeout=EXPECT_MS)
+        cells = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets"
+            ".map(cell => [cell.model.type, cell.model.sharedModel.getSource()])")
+        assert cells == [["code", "1 + 1"], ["code", ACCESSOR_CODE]]
+        page.screenshot(path=str(output_dir / "1-inserted-cell.png"))
+        # run as inserted (the kernel shares the server's store), it gives the panel's caption
+        nb.command("notebook:run-cell", wait=False)
+        prompt = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputPrompt")
+        expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=PAGE_MS)
+        assert [o["output_type"] for o in nb.cells()[1]["outputs"]].count("error") == 0, nb.cells()[1]
+        shown = nb.run_cell('print(df["caption"].iloc[0])', timeout=PAGE_MS / 1000)
+        assert shown == caption + "\n"
+        assert _page_errors(nb.console) == []
+    finally:
+        _dump(nb, output_dir / "console.log")
+        nb.close()
+
+
+# Each payload sets window.__caprlPwned if it ever runs; every one is also visible as text.
+HOSTILE = ('<img src=x onerror="window.__caprlPwned=1"><script>window.__caprlPwned=2</script>'
+           '<svg onload="window.__caprlPwned=3"></svg>**bold** [link](javascript:window.__caprlPwned=4)')
+HOSTILE_NAME = "<img src=x onerror=window.__caprlPwned=5>.png"
+
+
+def _injected(page: Any) -> dict[str, Any]:
+    """Elements our payloads would create inside caprl's panels, and whether any script ran."""
+    return page.evaluate("""() => ({
+        ran: window.__caprlPwned ?? null,
+        elements: Array.from(document.querySelectorAll(
+            '[class*="jp-caprl"] script, [class*="jp-caprl"] svg[onload], [class*="jp-caprl"] [onerror],'
+            + ' [class*="jp-caprl"] img[src="x"], [class*="jp-caprl"] a[href^="javascript:"]'
+        )).map(node => node.outerHTML),
+    })""")
+
+
+def test_hostile_captions_file_names_and_errors_are_inert(
+    lab: JupyterLabServer, lab_settings: Any, chromium: Any, output_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    lab_settings()
+    Image.new("RGB", (64, 64), "purple").save(lab.root_dir / WORK / HOSTILE_NAME)
+    # the model "answers" with markup: captions (and the extraction's parse error quoting it)
+    monkeypatch.setattr(vllm_sim, "_caption", lambda digests, prompt, words: HOSTILE)
+    page = LabPage.open(lab, chromium)
+    try:
+        path = f"{WORK}/{HOSTILE_NAME}"
+        view = _open_result(page.page, CAPTION_COMMAND, path, ".jp-caprl-Caption")
+        expect(view).to_have_attribute("data-state", "done")
+        expect(view.locator(".jp-caprl-Caption-text")).to_have_js_property("textContent", HOSTILE)
+        expect(view.locator(".jp-caprl-Caption-path")).to_have_text(path)
+        tab = page.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        expect(tab).to_contain_text(HOSTILE_NAME, timeout=EXPECT_MS)
+        page.page.screenshot(path=str(output_dir / "1-caption.png"))
+
+        table = _open_result(page.page, "caprl-nb:extract-table", path, ".jp-caprl-Table")
+        expect(table).to_have_attribute("data-state", "error")
+        expect(table.locator(".jp-caprl-Table-text")).to_contain_text(HOSTILE[:30])
+        page.page.screenshot(path=str(output_dir / "2-table-error.png"))
+
+        # the side panel's recent results: the stored caption and the file's name
+        _status_item(page.page).click()
+        side = page.page.locator("#jp-caprl-panel")
+        expect(side).to_be_visible(timeout=EXPECT_MS)
+        recent = side.locator(".jp-caprl-Recent-item").first
+        expect(recent.locator(".jp-caprl-Recent-text")).to_have_js_property(
+            "textContent", HOSTILE, timeout=EXPECT_MS)
+        expect(recent.locator(".jp-caprl-Recent-input")).to_contain_text(HOSTILE_NAME, timeout=EXPECT_MS)
+        page.page.screenshot(path=str(output_dir / "3-recent.png"))
+
+        assert _injected(page.page) == {"ran": None, "elements": []}
+        # the extraction's 502 is the browser's to log; nothing else may be
+        assert [e for e in _page_errors(page.console) if "status of 502" not in e] == []
+    finally:
+        _dump(page, output_dir / "console.log")
+        page.page.close()
+
+
+def test_the_model_setting_suggests_the_documented_served_name(lab: JupyterLabServer) -> None:
+    schema = lab.api("GET", f"/lab/api/settings/{PLUGIN}").json()["schema"]["properties"]
+    assert schema["model"]["default"] == "" and schema["model"]["examples"] == ["caprl"]
+    assert "CapRL-3B" not in json.dumps(schema)
+    assert "CapRLApp.allowed_base_urls" in schema["baseUrl"]["description"]
+
+
+def test_clearing_the_lab_settings_resets_the_server(
+    lab: JupyterLabServer, module_sim: VLLMSimulator, lab_settings: Any, chromium: Any,
+) -> None:
+    """A page whose settings are empty sends nulls: the server drops an earlier page's choice."""
+    other = "http://127.0.0.1:9/v1"
+    lab_settings(baseUrl=other, model="caprl")
+    page = LabPage.open(lab, chromium)
+    try:
+        _expect_status(page.page, "down", "CapRL down")
+        assert lab.api("GET", "/caprl/settings").json() == {
+            "base_url": other, "model": "caprl", "has_api_key": False}
+    finally:
+        page.page.close()
+    lab_settings()  # both cleared in Lab's settings; the next page to load says so
+    page = LabPage.open(lab, chromium)
+    try:
+        _expect_status(page.page, "up", "CapRL up · caprl-sim · 0 running, 0 waiting")
+        assert lab.api("GET", "/caprl/settings").json() == {
+            "base_url": module_sim.base_url, "model": None, "has_api_key": False}
+        assert _page_errors(page.console) == []
+    finally:
+        page.page.close()

@@ -2,7 +2,12 @@
 
 Answers fast even when the model server is down (short timeouts) and caches each answer for
 ``ttl`` seconds, so every open JupyterLab polling it costs the model server one probe.
-Load figures come from vLLM's Prometheus ``/metrics``.
+Load figures come from vLLM's Prometheus ``/metrics``. The result store is counted in a worker
+thread, never on the Jupyter server's event loop; while another process holds the store's lock,
+the answer carries the last count and says when it was taken.
+
+A model server chosen in JupyterLab (not the one the Jupyter server's configuration names) is
+not trusted: its error replies are summarised, never shown verbatim.
 """
 
 from __future__ import annotations
@@ -11,16 +16,21 @@ import asyncio
 import re
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
+
+import openai
 
 from caprl_nb.client import fetch_plain, fetch_server_info
 from caprl_nb.config import Settings
-from caprl_nb.errors import CapRLError
+from caprl_nb.errors import CapRLError, RequestRejectedError
 from caprl_nb.store import ResultStore
 
-__all__ = ["StatusProbe", "parse_metrics"]
+__all__ = ["StatusProbe", "parse_metrics", "redact"]
 
 PROBE_TIMEOUT = 2.0
+# How long a status answer waits for the store's count before it shows the last one.
+STORE_WAIT = 0.025
 _METRIC = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([-+0-9.eE]+|NaN)\s*$", re.M)
 
 
@@ -38,34 +48,53 @@ class StatusProbe:
 
     def __init__(self, ttl: float = 2.0) -> None:
         self.ttl = ttl
-        self._cached: tuple[float, str, dict[str, Any]] | None = None
+        self._cached: tuple[float, tuple[str, str | None], dict[str, Any]] | None = None
         self._tokens: tuple[float, float] | None = None  # (time, generation tokens counter)
         self._lock = asyncio.Lock()
+        self._count: tuple[Path, asyncio.Future[dict[str, Any]]] | None = None  # running
+        self._counted: tuple[Path, dict[str, Any]] | None = None  # the last count
 
-    async def status(self, settings: Settings) -> dict[str, Any]:
+    async def status(self, settings: Settings, *, trusted: bool = True) -> dict[str, Any]:
+        """The status document; ``trusted=False`` for a model server chosen in JupyterLab."""
         async with self._lock:
             now = time.monotonic()
             cached = self._cached
-            if cached and cached[1] == settings.base_url and now - cached[0] < self.ttl:
-                return cached[2]
-            document = await self._probe(settings)
-            self._cached = (time.monotonic(), settings.base_url, document)
-            return document
+            which = (settings.base_url, settings.model)
+            if not (cached and cached[1] == which and now - cached[0] < self.ttl):
+                cached = (time.monotonic(), which, await self._probe(settings, trusted))
+                self._cached = cached
+            return {**cached[2], "store": await self._store(settings.store_path)}
 
-    async def _probe(self, settings: Settings) -> dict[str, Any]:
+    async def _store(self, path: Path) -> dict[str, Any]:
+        """The store's summary, counted in a thread; the last one if the count is held up."""
+        if self._count is None or self._count[0] != path:
+            self._count = (path, asyncio.ensure_future(asyncio.to_thread(store_summary, path)))
+        job = self._count[1]
+        await asyncio.wait({job}, timeout=STORE_WAIT)
+        if job.done():
+            self._count = None
+            self._counted = (path, job.result())
+        if self._counted is not None and self._counted[0] == path:
+            return self._counted[1]
+        return {"path": str(path), "results": None, "bytes": None, "counted_at": None,
+                "error": "The result store is busy (another process is writing to it); counting."}
+
+    async def _probe(self, settings: Settings, trusted: bool) -> dict[str, Any]:
         quick = replace(settings, connect_timeout=PROBE_TIMEOUT, read_timeout=PROBE_TIMEOUT)
         document: dict[str, Any] = {
             "state": "down", "base_url": settings.base_url, "model": None, "root": None,
             "vllm_version": None, "max_model_len": None, "requests_running": None,
             "requests_waiting": None, "tokens_per_s": None, "error": None,
-            "store": _store_summary(settings), "checked_at": time.time(),
+            "checked_at": time.time(),
         }
         try:
             info, metrics_text = await asyncio.gather(
                 fetch_server_info(quick, settings.model), fetch_plain(quick, "/metrics")
             )
-        except CapRLError as exc:
-            document["error"] = str(exc)
+        except (CapRLError, openai.APIError) as exc:
+            # openai.APIError: a reply openai cannot read (not JSON, not a model list)
+            shown = str(exc) if trusted and isinstance(exc, CapRLError) else _summary(exc, settings)
+            document["error"] = redact(shown, settings)
             self._tokens = None
             return document
         document.update(
@@ -92,9 +121,9 @@ class StatusProbe:
         return (counter - previous[1]) / (now - previous[0])
 
 
-def _store_summary(settings: Settings) -> dict[str, Any]:
-    path = settings.store_path
-    summary: dict[str, Any] = {"path": str(path), "results": 0, "bytes": 0}
+def store_summary(path: Path) -> dict[str, Any]:
+    """How many results the store at ``path`` holds (blocking: SQLite; run it in a thread)."""
+    summary: dict[str, Any] = {"path": str(path), "results": 0, "bytes": 0, "counted_at": time.time()}
     if not path.exists():
         return summary
     try:
@@ -104,3 +133,24 @@ def _store_summary(settings: Settings) -> dict[str, Any]:
     except (CapRLError, OSError) as exc:
         summary["error"] = str(exc)
     return summary
+
+
+def redact(text: str, settings: Settings) -> str:
+    """``text`` without the API key in it (a server may echo the request's headers)."""
+    key = settings.api_key
+    return text.replace(key, "***") if key not in ("", "EMPTY") else text
+
+
+def _summary(exc: Exception, settings: Settings) -> str:
+    """An error from a model server JupyterLab chose, in our words only: its reply is not shown."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, openai.APIStatusError):
+        cause = cause.__cause__
+    if cause is None and isinstance(exc, CapRLError) and not isinstance(exc, RequestRejectedError):
+        return str(exc)  # nothing answered: the message is ours (connection refused, timeout)
+    status = f"HTTP {cause.status_code}" if isinstance(cause, openai.APIStatusError) else "a reply"
+    return (
+        f"The server at {settings.base_url} answered {status}, not as a CapRL vLLM server would. "
+        "Its reply is not shown for a model server chosen in JupyterLab; check the URL in "
+        "JupyterLab's CapRL settings, or clear it to use the Jupyter server's own."
+    )

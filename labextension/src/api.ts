@@ -21,7 +21,8 @@ export interface IStatusReply {
   requests_running: number | null;
   requests_waiting: number | null;
   tokens_per_s: number | null;
-  store: { path: string; results: number };
+  /** `results` is null while another process holds the store and it was never counted. */
+  store: { path: string; results: number | null };
   error: string | null;
   checked_at: number;
 }
@@ -79,9 +80,13 @@ export interface ISettingsReply {
   has_api_key: boolean;
 }
 
-/** The body of `POST /caprl/settings`: only the keys to change. */
+/**
+ * The body of `POST /caprl/settings`. `null` puts a setting back to the Jupyter
+ * server's own; a base URL other than that one is refused (403) unless the
+ * server's admin allows it, and is then sent no API key.
+ */
 export interface ISettingsUpdate {
-  base_url?: string;
+  base_url?: string | null;
   model?: string | null;
 }
 

@@ -18,11 +18,19 @@ import {
 
 /**
  * The notebook code that captions `imagePath` (relative to the Jupyter root)
- * from a notebook at `notebookPath`: the kernel runs in the notebook's folder.
+ * from a notebook at `notebookPath` with the `df.caprl` accessor, as the README
+ * does: the kernel runs in the notebook's folder.
  */
 export function captionCode(imagePath: string, notebookPath: string): string {
   const path = pathLiteral(imagePath, notebookPath);
-  return `import caprl_nb\n\ncaprl_nb.caption([${path}])`;
+  return [
+    'import pandas as pd',
+    'import caprl_nb  # registers df.caprl',
+    '',
+    `df = pd.DataFrame({"image": [${path}]})`,
+    'df["caption"] = df.caprl.caption("image")',
+    'df'
+  ].join('\n');
 }
 
 /** One image and its caption. */

@@ -30,7 +30,7 @@ export namespace CommandIDs {
 
   /**
    * Add a code cell below the active cell of the current notebook that captions
-   * a file with caprl_nb; args `{ path: string }`.
+   * a file with the `df.caprl` accessor; args `{ path: string }`.
    */
   export const insertCaptionCode = 'caprl-nb:insert-caption-code';
 

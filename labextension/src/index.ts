@@ -52,16 +52,12 @@ function readSettings(
   };
 }
 
-/** Only what the user set: empty settings leave the server's own configuration alone. */
+/** Both settings, always: an empty one (cleared) puts the server's own value back. */
 function settingsUpdate(settings: ILabSettings): ISettingsUpdate {
-  const update: ISettingsUpdate = {};
-  if (settings.baseUrl !== '') {
-    update.base_url = settings.baseUrl;
-  }
-  if (settings.model !== '') {
-    update.model = settings.model;
-  }
-  return update;
+  return {
+    base_url: settings.baseUrl === '' ? null : settings.baseUrl,
+    model: settings.model === '' ? null : settings.model
+  };
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -107,12 +103,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     const push = async (): Promise<void> => {
-      const update = settingsUpdate(current);
       try {
-        const reply =
-          Object.keys(update).length > 0
-            ? await client.updateSettings(update)
-            : await client.settings();
+        const reply = await client.updateSettings(settingsUpdate(current));
         panel.showServerSettings(reply, null);
       } catch (error) {
         panel.showServerSettings(

@@ -219,7 +219,7 @@ export class CapRLPanel extends Widget {
           reply.tokens_per_s === null ? '—' : reply.tokens_per_s.toFixed(1)
         ],
         ['Store', reply.store.path],
-        ['Results', String(reply.store.results)]
+        ['Results', orDash(reply.store.results)]
       ])
     );
   }
@@ -322,7 +322,7 @@ export class CapRLPanel extends Widget {
   private readonly _throughput = section('Throughput');
   private readonly _recent = section('Recent results');
   private readonly _settings = section('Settings');
-  private _recentCount = -1;
+  private _recentCount: number | null = -1;
   private _labSettings: ILabSettings = { baseUrl: '', model: '' };
   private _serverSettings: ISettingsReply | null = null;
   private _settingsError: string | null = null;
