@@ -1,8 +1,9 @@
 """The result store shared by real processes: racing opens, overlapping writers, kill -9, Ctrl-C.
 
-Every process here is a real one (``subprocess``), each with its own SQLite connection and its
-own file locks; the simulator runs in the test process and answers them all over loopback.
-Processes that must race wait at a start file until all of them are ready.
+Every process here is a real one (forked, or started with ``subprocess``), each with its own
+SQLite connection and its own file locks; the simulator runs in the test process and answers
+them all over loopback. Processes that must race wait at a barrier or a start file until all of
+them are ready.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
@@ -140,7 +142,12 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path, pro
         proc.start()
     for proc in procs:
         proc.join(120)
-    reported = [failures.get(timeout=5) for _ in range(failures.qsize())]
+    reported = []
+    while True:  # (Queue.qsize is not implemented on macOS)
+        try:
+            reported.append(failures.get(timeout=0.5))
+        except queue.Empty:
+            break
     assert [proc.exitcode for proc in procs] == [0] * processes, reported
     with ResultStore(path) as store:
         assert store.journal_mode == "wal"
