@@ -510,7 +510,7 @@ def run_batch(
                 "stored. Run the same call again to resume where it stopped."
             )
             if running and not ended.is_set():
-                msg += " The rows being written are stored in the background."
+                msg += " A store write still in progress finishes in the background."
             print(msg, file=sys.stderr)
             raise KeyboardInterrupt(msg) from None
         _update(bar, runner)

@@ -286,7 +286,7 @@ def test_ctrl_c_while_a_write_waits_for_the_lock_never_closes_the_store_under_it
         with pytest.raises(KeyboardInterrupt) as interrupted:
             run_batch(files, caption_task(max_tokens=8), settings, progress=False)
         assert not problems, problems
-        assert "stored in the background" in str(interrupted.value)
+        assert "finishes in the background" in str(interrupted.value)
         # The caller got control back while the write still waits; nobody closed the store.
         assert _batch_thread_in_store_put()
         release.touch()
