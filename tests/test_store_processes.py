@@ -159,15 +159,17 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path, pro
 
 
 def test_two_processes_captioning_overlapping_rows_store_each_row_once(tmp_path: Path) -> None:
-    files = make_images(tmp_path / "i", 90)
+    files = make_images(tmp_path / "i", 150)
     home = tmp_path / "shared-home"
-    first, second = files[:60], files[30:]  # rows 30-59 are captioned by both
+    # Each starts with rows of its own and ends with the 50 rows both caption (50-99), the
+    # second in reverse order: both are busy from the start and meet on the same rows.
+    first, second = files[:100], files[:49:-1]
     lists = []
     for name, part in (("a", first), ("b", second)):
         (tmp_path / f"{name}.json").write_text(json.dumps(part))
         lists.append((tmp_path / f"{name}.json", tmp_path / f"{name}-out.json"))
-    # Sixteen requests answered together every 0.05 s in each process: bursts of writes that collide.
-    with VLLMSimulator(latency=0.05) as sim:
+    # Sixteen answers at once every 0.1 s in each process: bursts of writes that collide.
+    with VLLMSimulator(latency=0.1) as sim:
         procs = _start_together(
             tmp_path, "caption",
             [[sim.base_url, str(home), str(part), str(out)] for part, out in lists],
@@ -181,8 +183,8 @@ def test_two_processes_captioning_overlapping_rows_store_each_row_once(tmp_path:
         assert [error for _, error in rows] == [None] * len(part)
         assert [caption.split()[2] for caption, _ in rows] == [_sha(f)[:12] for f in part]
     # The two runs really overlapped: each one's own rows were being asked for at the same time.
-    only_a = [arrivals[_sha(f)] for f in files[:30]]
-    only_b = [arrivals[_sha(f)] for f in files[60:]]
+    only_a = [arrivals[_sha(f)] for f in files[:50]]
+    only_b = [arrivals[_sha(f)] for f in files[100:]]
     assert max(only_a) > min(only_b) and max(only_b) > min(only_a)
     stored = _rows_per_image(home / "results.sqlite3")
     assert stored == {_sha(f): 1 for f in files}
