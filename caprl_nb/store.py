@@ -387,7 +387,8 @@ class ResultStore:
                 f"The result store {self.path} is on a network filesystem ({fstype}), where "
                 "SQLite's WAL journal is unsafe, so it uses a rollback journal there: slower, "
                 f"and only as safe as the filesystem's locks.{still} Put the store on a local "
-                "disk: set CAPRL_HOME to a local directory (e.g. CAPRL_HOME=/var/tmp/$USER/caprl_nb)."
+                "disk: set CAPRL_HOME to a local directory (e.g. "
+                "CAPRL_HOME=/var/tmp/$USER/caprl_nb)."
             )
 
     @staticmethod
