@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -182,6 +182,14 @@ class BatchRunner:
         if text not in self.notes:
             self.notes.append(text)
 
+    def _memo(self, write: Callable[..., object], *args: Any) -> None:
+        """A write that only saves work later (the server's identity, a file's hash): a store
+        that cannot take it costs a note, never the batch or a row."""
+        try:
+            write(*args)
+        except StoreError as exc:
+            self._note(f"The result store could not keep a memo (a re-run redoes that work): {exc}")
+
     def _say(self, text: str) -> None:
         self.status = text
         print(f"caprl: {text}", file=sys.stderr, flush=True)
@@ -218,7 +226,7 @@ class BatchRunner:
                 continue
             self.status = None
             if self.store is not None:
-                self.store.remember_server(info)
+                self._memo(self.store.remember_server, info)
             return info
 
     def _offline_identity(self) -> ServerInfo:
@@ -284,7 +292,7 @@ class BatchRunner:
             )
             if store is not None and source.hashed_now:
                 assert source.stat is not None
-                store.remember_file_hash(source.stat, source.sha256)
+                self._memo(store.remember_file_hash, source.stat, source.sha256)
             key = plan.key(source.sha256)
             if store is not None:
                 hit = self._lookup(key, source.sha256)
@@ -347,9 +355,7 @@ class BatchRunner:
                     )
                 except StoreError as exc:
                     # The answer is paid for: the row keeps it; only the next run's re-use is lost.
-                    self._note(
-                        f"Some answers could not be stored, so a re-run asks for them again: {exc}"
-                    )
+                    self._note(f"Some answers could not be stored (a re-run asks again): {exc}")
             return RowResult(
                 text=completion.text, model=plan.info.model, checkpoint=plan.checkpoint,
                 latency_s=completion.latency_s,

@@ -28,8 +28,10 @@ import pytest
 
 import caprl_nb
 from caprl_nb import batch
+from caprl_nb import store as store_module
 from caprl_nb.batch import run_batch
 from caprl_nb.config import resolve_settings
+from caprl_nb.errors import CapRLWarning
 from caprl_nb.prompts import caption_task
 from caprl_nb.store import MIGRATIONS, ResultStore
 
@@ -296,3 +298,33 @@ def test_ctrl_c_while_a_write_waits_for_the_lock_never_closes_the_store_under_it
                    "the batch thread to finish its write and end")
     # The answer that was being written when Ctrl-C came is stored.
     assert _rows_per_image(path) == {_sha(files[0]): 1}
+
+
+def test_a_store_locked_by_another_process_for_good_costs_the_memo_never_the_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(store_module, "BUSY_GIVE_UP_S", 0.3)
+    files = make_images(tmp_path / "i", 2)
+    home = tmp_path / "home"
+    path = home / "results.sqlite3"
+    ResultStore(path).close()
+    task = caption_task(max_tokens=8)
+    with VLLMSimulator() as sim, _lock_holder(tmp_path, path) as (take, release):
+        settings = resolve_settings(base_url=sim.base_url, home=home, max_backoff=0.05)
+        take.touch()
+        wait_until((tmp_path / "taken").exists, 30, "the other process holding the lock")
+        with pytest.warns(CapRLWarning) as caught:
+            results = run_batch(files, task, settings, progress=False)
+        said = " ".join(str(w.message) for w in caught)
+        assert "could not be stored" in said and "could not keep a memo" in said
+        assert "stayed locked by another process" in said
+        # The server answered and the rows have the answers, though none could be stored.
+        assert [r.error for r in results] == [None, None]
+        assert [r.text.split()[2] for r in results] == [_sha(f)[:12] for f in files]
+        release.touch()  # the next run waits for the lock as long as it normally would
+        monkeypatch.setattr(store_module, "BUSY_GIVE_UP_S", 60.0)
+        sim.reset_log()
+        again = run_batch(files, task, settings, progress=False)
+        assert [r.cached for r in again] == [False, False] and len(sim.requests) == 2
+    assert _rows_per_image(path) == {_sha(f): 1 for f in files}
