@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,13 @@ import numpy as np
 from caprl_nb import images
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
-from caprl_nb.errors import CheckpointChangedError, ConfigError, ServerUnavailableError, warn
+from caprl_nb.errors import (
+    CheckpointChangedError,
+    ConfigError,
+    ServerUnavailableError,
+    StoreError,
+    warn,
+)
 from caprl_nb.health import ServerWatch
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
 from caprl_nb.prompts import Task
@@ -170,10 +176,19 @@ class BatchRunner:
         self.watch: ServerWatch | None = None
         self._legacy_aliases: list[str] = []
         self._main: asyncio.Task[Any] | None = None
+        self._cancelled = False
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def _memo(self, write: Callable[..., object], *args: Any) -> None:
+        """A write that only saves work later (the server's identity, a file's hash): a store
+        that cannot take it costs a note, never the batch or a row."""
+        try:
+            write(*args)
+        except StoreError as exc:
+            self._note(f"The result store could not keep a memo (a re-run redoes that work): {exc}")
 
     def _say(self, text: str) -> None:
         self.status = text
@@ -211,7 +226,7 @@ class BatchRunner:
                 continue
             self.status = None
             if self.store is not None:
-                self.store.remember_server(info)
+                self._memo(self.store.remember_server, info)
             return info
 
     def _offline_identity(self) -> ServerInfo:
@@ -277,7 +292,7 @@ class BatchRunner:
             )
             if store is not None and source.hashed_now:
                 assert source.stat is not None
-                store.remember_file_hash(source.stat, source.sha256)
+                self._memo(store.remember_file_hash, source.stat, source.sha256)
             key = plan.key(source.sha256)
             if store is not None:
                 hit = self._lookup(key, source.sha256)
@@ -326,16 +341,21 @@ class BatchRunner:
                 )
             if store is not None:
                 info = plan.info
-                store.put(
-                    key=key, task=self.task.name, image_sha256=source.sha256, input=description,
-                    model=info.model, model_root=info.root, checkpoint=plan.checkpoint,
-                    base_url=info.base_url, server_version=info.version,
-                    params={**plan.request, "max_model_len": info.max_model_len},
-                    text=completion.text, finish_reason=completion.finish_reason,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
-                )
+                try:
+                    store.put(
+                        key=key, task=self.task.name, image_sha256=source.sha256,
+                        input=description, model=info.model, model_root=info.root,
+                        checkpoint=plan.checkpoint, base_url=info.base_url,
+                        server_version=info.version,
+                        params={**plan.request, "max_model_len": info.max_model_len},
+                        text=completion.text, finish_reason=completion.finish_reason,
+                        prompt_tokens=completion.prompt_tokens,
+                        completion_tokens=completion.completion_tokens,
+                        latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
+                    )
+                except StoreError as exc:
+                    # The answer is paid for: the row keeps it; only the next run's re-use is lost.
+                    self._note(f"Some answers could not be stored (a re-run asks again): {exc}")
             return RowResult(
                 text=completion.text, model=plan.info.model, checkpoint=plan.checkpoint,
                 latency_s=completion.latency_s,
@@ -356,6 +376,8 @@ class BatchRunner:
         """One result per value, in order. Raises only when no server answers at the start
         (ServerUnavailableError) or a setting cannot work; every other failure is a row's."""
         self._main = asyncio.current_task()
+        if self._cancelled:
+            raise asyncio.CancelledError
         results = BatchResults(total)
         positions = iter(enumerate(values))
         pending: dict[int, object] = {}  # rows taken by a worker and not finished
@@ -422,12 +444,19 @@ class BatchRunner:
 
 
     def cancel(self) -> None:
+        """Stop the batch (call on its loop); before :meth:`run` has started, it will not start."""
+        self._cancelled = True
         if self._main is not None:
             self._main.cancel()
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+# After Ctrl-C, how long the caller waits for the batch to stop before it returns; a batch
+# still busy then (a write waiting for the store's lock) finishes and closes it on its own.
+STOP_WAIT_S = 30.0
 
 
 def run_batch(
@@ -449,6 +478,10 @@ def run_batch(
     outcome: dict[str, Any] = {}
     loop = asyncio.new_event_loop()
 
+    # Set by the batch thread as its very last act. Waited on instead of Thread.join, which a
+    # KeyboardInterrupt can leave believing a running thread has ended (CPython before 3.13).
+    ended = threading.Event()
+
     def target() -> None:
         try:
             outcome["value"] = loop.run_until_complete(runner.run(values, total))
@@ -456,30 +489,43 @@ def run_batch(
             outcome["error"] = exc
         finally:
             loop.close()
+            # The thread that writes closes the store, after its last write: a caller that
+            # stops waiting (Ctrl-C, twice) never closes it under a write in progress.
+            runner.close()
+            ended.set()
 
-    bar = _progress_bar(total, description or task.name, progress)
+    bar = None
     thread = threading.Thread(target=target, name="caprl-batch", daemon=True)
     try:
-        thread.start()
         try:
-            while thread.is_alive():
-                thread.join(0.1)
+            bar = _progress_bar(total, description or task.name, progress)
+            thread.start()
+            while not ended.wait(0.1):
                 _update(bar, runner)
         except KeyboardInterrupt:
-            loop.call_soon_threadsafe(runner.cancel)
-            thread.join(30)
+            try:
+                loop.call_soon_threadsafe(runner.cancel)
+            except RuntimeError:
+                pass  # the loop is closed: the batch ended as the interrupt came
+            running = thread.ident is not None
+            if running:
+                ended.wait(STOP_WAIT_S)
             _update(bar, runner)
             msg = (
                 f"Interrupted: {runner.done - runner.failed} of {total} rows finished and are "
                 "stored. Run the same call again to resume where it stopped."
             )
+            if running and not ended.is_set():
+                msg += " A store write still in progress finishes in the background."
             print(msg, file=sys.stderr)
             raise KeyboardInterrupt(msg) from None
         _update(bar, runner)
     finally:
         if bar is not None:
             bar.close()
-        runner.close()
+        if thread.ident is None:  # never started: nothing else will close them
+            loop.close()
+            runner.close()
     if "error" in outcome:
         raise outcome["error"]
     for note in runner.notes:

@@ -13,24 +13,52 @@ from (``caprl-nb store adopt caprl internlm/CapRL-3B``).
 
 Schema changes are an append-only list of migrations (``MIGRATIONS``); the ``schema_migrations``
 table records which ran. Never edit or reorder a migration that has shipped: append a new one.
+
+Many processes share one store (two notebooks captioning at once, a Jupyter server answering
+status probes, a CLI run):
+
+* Opening an up-to-date store only reads (no write lock, never waits for a writer). Otherwise
+  every missing migration runs in one ``BEGIN IMMEDIATE`` transaction that first reads again
+  which ones ran, so any number of processes can open a new store at once.
+* Every write is its own ``BEGIN IMMEDIATE`` transaction, committed before the call returns:
+  ``kill -9`` loses at most the row being written, and the next run asks only for what is not
+  stored. A write that finds the store locked waits (SQLite's busy timeout) and then retries
+  with backoff for up to ``BUSY_GIVE_UP_S`` seconds before it fails: a caption already paid
+  for is not dropped because another process held the lock for a moment.
+* The journal is WAL (readers never wait for writers), except on a network filesystem (NFS,
+  SMB/CIFS, sshfs, ...), where WAL is unsafe (its shared memory does not cross hosts): there the
+  store uses a rollback journal and warns once, naming the fix (a store on a local disk).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from caprl_nb.client import ServerInfo
-from caprl_nb.errors import StoreError
+from caprl_nb.errors import StoreError, warn
 from caprl_nb.images import FileStat
 
-__all__ = ["MIGRATIONS", "RACY_WINDOW_NS", "ResultStore", "StoredResult"]
+__all__ = [
+    "MIGRATIONS",
+    "NETWORK_FILESYSTEMS",
+    "RACY_WINDOW_NS",
+    "ResultStore",
+    "StoredResult",
+    "filesystem_type",
+    "is_network_filesystem",
+]
+
+_T = TypeVar("_T")
 
 
 def _m001_results(db: sqlite3.Connection) -> None:
@@ -146,6 +174,132 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 # of the same size that lands in the same timestamp tick.
 RACY_WINDOW_NS = 3_000_000_000
 
+# SQLite's own wait for a lock (its busy handler), per attempt. A write that still finds the
+# store locked is retried with backoff until BUSY_GIVE_UP_S have passed since its first try.
+# Every transaction here lasts milliseconds, so a lock held for a minute is held by something
+# stuck; the batch keeps an answer it could not store in its row, and waits no longer.
+BUSY_TIMEOUT_S = 10.0
+BUSY_GIVE_UP_S = 60.0
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+# Filesystems where SQLite's WAL is unsafe: WAL coordinates through shared memory that only
+# processes on one host share (https://www.sqlite.org/wal.html), and these are shared between
+# hosts (JupyterHub homes are often NFS). The store uses a rollback journal there.
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre",
+    "gpfs", "beegfs", "orangefs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph-fuse", "fuse.s3fs",
+    "fuse.gcsfuse", "fuse.rclone", "fuse.juicefs",
+})
+# Where Linux lists its mounts: mountinfo first, /proc/mounts on older kernels.
+MOUNT_TABLES = ("/proc/self/mountinfo", "/proc/mounts")
+_MOUNTINFO_LINE = re.compile(r"\d+ \d+ \d+:\d+ ")
+_warned_network: set[Path] = set()
+
+
+def filesystem_type(path: str | Path, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` (``"ext4"``, ``"nfs4"``, ``"fuse.sshfs"``).
+
+    ``mounts`` is the text of a Linux mount table (``/proc/self/mountinfo`` or ``/proc/mounts``
+    format); by default the running system's. None where there is no mount table to read (not
+    Linux): the store then assumes a local disk.
+    """
+    if mounts is None:
+        mounts = _read_mount_table()
+        if mounts is None:
+            return None
+    target = os.path.realpath(path)
+    found, longest = None, -1
+    for line in mounts.splitlines():
+        entry = _mount_entry(line)
+        if entry is None:
+            continue
+        point, fstype = entry
+        inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
+        # The deepest mount point wins; of two at one point, the later (mounted on top).
+        if inside and len(point) >= longest:
+            found, longest = fstype, len(point)
+    return found
+
+
+def is_network_filesystem(fstype: str | None) -> bool:
+    """Whether SQLite's WAL is unsafe on a filesystem of this type (see NETWORK_FILESYSTEMS)."""
+    return fstype is not None and (fstype in NETWORK_FILESYSTEMS or fstype.startswith("nfs"))
+
+
+def _read_mount_table() -> str | None:
+    for name in MOUNT_TABLES:
+        try:
+            return Path(name).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            continue
+    return None
+
+
+def _mount_entry(line: str) -> tuple[str, str] | None:
+    """(mount point, filesystem type) of one mount-table line; None for one it cannot read."""
+    fields = line.split()
+    if _MOUNTINFO_LINE.match(line):
+        # mountinfo: ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
+        try:
+            dash = fields.index("-", 6)
+        except ValueError:
+            return None
+        return (_unescape(fields[4]), fields[dash + 1]) if dash + 1 < len(fields) else None
+    if len(fields) >= 3:  # /proc/mounts: SOURCE POINT TYPE OPTIONS DUMP PASS
+        return _unescape(fields[1]), fields[2]
+    return None
+
+
+def _unescape(point: str) -> str:
+    # The kernel writes a space in a mount point as \040 (tab \011, newline \012, \\ \134).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+
+
+def _applied(db: sqlite3.Connection) -> set[int] | None:
+    """The migrations recorded as applied; None when the store has no migrations table yet."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if exists is None:
+        return None
+    return {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)  # Python 3.10: no error codes
+
+
+def _transact(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T], *, write: bool,
+    give_up_s: float | None = None,
+) -> _T:
+    """``work(db)``; a write inside its own BEGIN IMMEDIATE transaction (the write lock taken
+    before anything is read, so it never fails to upgrade a read). A locked store is retried
+    with capped, jittered backoff until ``give_up_s`` (BUSY_GIVE_UP_S) have passed."""
+    deadline = time.monotonic() + (BUSY_GIVE_UP_S if give_up_s is None else give_up_s)
+    delay = 0.02
+    while True:
+        try:
+            if not write:
+                return work(db)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, 1.0)
+
 
 @dataclass(frozen=True)
 class StoredResult:
@@ -170,54 +324,113 @@ _HIT_FIELDS = (
 
 
 class ResultStore:
-    """A thread-safe handle on one SQLite file (WAL; one connection guarded by a lock)."""
+    """A thread-safe handle on one SQLite file (one connection guarded by a lock).
+
+    ``journal_mode`` says which journal the store uses: ``"wal"``, or ``"delete"`` (a rollback
+    journal) on a network filesystem. :meth:`close` waits for a read or write in progress.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.journal_mode = "wal"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=30.0, isolation_level=None
+                self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S, isolation_level=None
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+            self._choose_journal(self._db)
+            self._migrate(self._db)
+        except BaseException as exc:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if not isinstance(exc, (OSError, sqlite3.Error)):
+                raise
             msg = (
                 f"Cannot open the result store at {self.path}: {exc}. Set CAPRL_HOME to a "
                 "writable directory, or pass cache=False to run without it."
             )
             raise StoreError(msg) from exc
 
-    # -- schema ---------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        db = self._db
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-        self._check_not_newer(done)
-        for version, migration in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
-            db.execute("BEGIN IMMEDIATE")
+    # -- journal --------------------------------------------------------------------------
+    def _choose_journal(self, db: sqlite3.Connection) -> None:
+        """WAL on a local disk; a rollback journal on a network filesystem (warned once)."""
+        fstype = filesystem_type(self.path.parent)
+        network = is_network_filesystem(fstype)
+        # Read the file first: a connection knows the file is in WAL mode once it has read it.
+        pages = _transact(db, lambda d: d.execute("PRAGMA page_count").fetchone()[0], write=False)
+        new = pages == 0
+        current = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if network and current == "wal":
+            # Needs every other connection closed, so it is tried once, briefly: a store still
+            # open elsewhere (a running notebook) keeps WAL until a later open finds it free.
+            db.execute("PRAGMA busy_timeout = 1000")
             try:
-                # Read again under the write lock: another process may have just applied it.
-                applied = db.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                ).fetchone()
-                if applied is None:
-                    migration(db)
-                    db.execute(
+                current = self._set_journal(db, "delete", give_up_s=0.0)
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        elif not network and new:
+            current = self._set_journal(db, "wal", give_up_s=BUSY_GIVE_UP_S)
+        # A store already in rollback mode on a local disk (made on a network mount) stays so:
+        # safe, and never switched back and forth between hosts that see it differently.
+        self.journal_mode = current
+        db.execute(f"PRAGMA synchronous={'NORMAL' if current == 'wal' else 'FULL'}")
+        if network and self.path not in _warned_network:
+            _warned_network.add(self.path)
+            still = (
+                " It is still in WAL mode because another process has it open; close the other "
+                "notebooks that use it." if current == "wal" else ""
+            )
+            warn(
+                f"The result store {self.path} is on a network filesystem ({fstype}), where "
+                "SQLite's WAL journal is unsafe, so it uses a rollback journal there: slower, "
+                f"and only as safe as the filesystem's locks.{still} Put the store on a local "
+                "disk: set CAPRL_HOME to a local directory (e.g. "
+                "CAPRL_HOME=/var/tmp/$USER/caprl_nb)."
+            )
+
+    @staticmethod
+    def _set_journal(db: sqlite3.Connection, mode: str, *, give_up_s: float) -> str:
+        def switch(d: sqlite3.Connection) -> str:
+            return str(d.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]).lower()
+
+        try:
+            return _transact(db, switch, write=False, give_up_s=give_up_s)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        # Fast path, a read only: an up-to-date store takes no write lock, so opening it never
+        # waits for a writer (a status probe while a notebook captions).
+        done = _transact(db, _applied, write=False)
+        if done is not None:
+            self._check_not_newer(done)
+            if done >= set(range(1, len(MIGRATIONS) + 1)):
+                return
+
+        def upgrade(d: sqlite3.Connection) -> None:
+            # Read again under the write lock: another process may have just migrated.
+            d.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            now = _applied(d) or set()
+            self._check_not_newer(now)
+            for version, migration in enumerate(MIGRATIONS, start=1):
+                if version not in now:
+                    migration(d)
+                    d.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                         (version, migration.__name__.lstrip("_"), time.time()),
                     )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+
+        # Every missing migration in one transaction: all of them, or none.
+        _transact(db, upgrade, write=True)
 
     def _check_not_newer(self, done: set[int]) -> None:
         if done and max(done) > len(MIGRATIONS):
@@ -230,18 +443,37 @@ class ResultStore:
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-        return int(row[0] or 0)
+        return int(self._run("SELECT MAX(version) FROM schema_migrations")[0][0] or 0)
 
-    # -- results --------------------------------------------------------------------------
-    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    # -- one connection, many threads -------------------------------------------------------
+    def _use(self, work: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
         try:
             with self._lock:
-                return self._db.execute(sql, args).fetchall()
+                if self._db is None:
+                    msg = f"The result store at {self.path} is closed; open a new ResultStore."
+                    raise StoreError(msg)
+                return _transact(self._db, work, write=write)
         except sqlite3.Error as exc:
-            msg = f"The result store at {self.path} failed: {exc}. Check the disk, or pass cache=False."
+            if _is_busy(exc):
+                msg = (
+                    f"The result store at {self.path} stayed locked by another process for "
+                    f"{BUSY_GIVE_UP_S:g} s ({exc}). Find what holds it (`fuser {self.path}`), "
+                    "or set CAPRL_HOME to another directory, or pass cache=False."
+                )
+            else:
+                msg = (
+                    f"The result store at {self.path} failed: {exc}. Check the disk, or pass "
+                    "cache=False."
+                )
             raise StoreError(msg) from exc
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One read."""
+        return self._use(lambda db: db.execute(sql, args).fetchall(), write=False)
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """One write in its own committed transaction; how many rows it changed."""
+        return self._use(lambda db: db.execute(sql, args).rowcount, write=True)
 
     def get(self, key: str) -> StoredResult | None:
         rows = self._run(f"SELECT {_HIT_FIELDS} FROM results WHERE key = ?", (key,))
@@ -271,12 +503,7 @@ class ResultStore:
         if base_url is not None:
             sql += " AND base_url = ?"
             args += (base_url.rstrip("/"),)
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).rowcount
-            except sqlite3.Error as exc:
-                msg = f"The result store at {self.path} failed: {exc}. Check the disk."
-                raise StoreError(msg) from exc
+        return self._write(sql, args)
 
     def by_checkpoint(self) -> list[dict[str, Any]]:
         """Result counts by checkpoint and task (rows keyed by checkpoint only)."""
@@ -305,7 +532,7 @@ class ResultStore:
         if missing:
             raise StoreError(f"result is missing {sorted(missing)}")
         names = [f for f in _RESULT_FIELDS if f in fields]
-        self._run(
+        self._write(
             f"INSERT OR REPLACE INTO results ({', '.join(names)}) "
             f"VALUES ({', '.join('?' for _ in names)})",
             tuple(fields[n] for n in names),
@@ -350,7 +577,7 @@ class ResultStore:
         now = time.time_ns() if now_ns is None else now_ns
         if max(stat.mtime_ns, stat.ctime_ns) > now - RACY_WINDOW_NS:
             return False
-        self._run(
+        self._write(
             "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)",
             (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha256),
         )
@@ -358,7 +585,7 @@ class ResultStore:
 
     # -- servers --------------------------------------------------------------------------
     def remember_server(self, info: ServerInfo) -> None:
-        self._run(
+        self._write(
             "INSERT OR REPLACE INTO servers (base_url, model, model_root, max_model_len, version, "
             "seen_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (info.base_url, info.model, info.root, info.max_model_len, info.version, time.time(),
@@ -395,16 +622,19 @@ class ResultStore:
     def put_review(self, item: str, status: str, edited_caption: str | None) -> None:
         """Record a decision; ``status="unreviewed"`` forgets it."""
         if status == "unreviewed":
-            self._run("DELETE FROM reviews WHERE item = ?", (item,))
+            self._write("DELETE FROM reviews WHERE item = ?", (item,))
         else:
-            self._run(
+            self._write(
                 "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
                 (item, status, edited_caption, time.time()),
             )
 
     def close(self) -> None:
+        """Close the connection once a read or write in progress has finished; idempotent."""
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def __enter__(self) -> ResultStore:
         return self

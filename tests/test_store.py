@@ -1,14 +1,25 @@
 import dataclasses
 import sqlite3
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
+from caprl_nb import store as store_module
 from caprl_nb.client import ServerInfo
-from caprl_nb.errors import StoreError
+from caprl_nb.errors import CapRLWarning, StoreError
 from caprl_nb.images import FileStat
-from caprl_nb.store import MIGRATIONS, RACY_WINDOW_NS, ResultStore
+from caprl_nb.store import (
+    MIGRATIONS,
+    RACY_WINDOW_NS,
+    ResultStore,
+    filesystem_type,
+    is_network_filesystem,
+)
+
+from .polling import wait_until
 
 
 def _put(store: ResultStore, key: str, text: str = "a caption") -> None:
@@ -112,16 +123,222 @@ def test_recent_keeps_text_with_nul_characters(tmp_path: Path) -> None:
         assert store.get("k").text == text
 
 
-def test_two_processes_opening_a_new_store_at_once_both_succeed(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+# -- migrations and opening ------------------------------------------------------------------
+def test_missing_migrations_run_in_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.sqlite3"
 
-    path = tmp_path / "race.sqlite3"
-    code = "import sys; from caprl_nb.store import ResultStore; ResultStore(sys.argv[1]).close()"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)
-             for _ in range(4)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode()
+    def _m007_broken(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, _m007_broken])
+    with pytest.raises(StoreError, match="disk I/O error"):
+        ResultStore(path)
+    db = sqlite3.connect(path)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert "results" not in tables  # the six good ones were rolled back with the broken one
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
     with ResultStore(path) as store:
         assert store.schema_version == len(MIGRATIONS)
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding the store's write lock (a notebook in the middle of a write)."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_opening_an_up_to_date_store_never_waits_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with ResultStore(path) as store:
+        _put(store, "k")
+    other = _hold_write_lock(path)
+    opened: list[int] = []
+    try:
+        # A status probe opening the store while a kernel writes: a read, so it does not queue.
+        thread = threading.Thread(target=lambda: opened.append(ResultStore(path).count()), daemon=True)
+        thread.start()
+        wait_until(lambda: opened, 10, "the store opened and read while another holds its write lock")
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert opened == [1]
+
+
+def test_a_write_outlasts_a_lock_held_longer_than_sqlites_own_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    path = tmp_path / "s.sqlite3"
+    store = ResultStore(path)
+    other = _hold_write_lock(path)
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            _put(store, "k")
+            outcome.append("stored")
+        except StoreError as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    # Hold the lock for ten of SQLite's own waits: each ends in "database is locked".
+    wait_until(lambda: time.monotonic() - started > 10 * 0.05, 10, "ten busy timeouts")
+    assert outcome == []
+    other.execute("COMMIT")
+    other.close()
+    wait_until(lambda: outcome, 10, "the write to land")
+    assert outcome == ["stored"]
+    assert store.get("k") is not None
+    store.close()
+
+
+def test_a_store_locked_for_good_fails_with_advice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(store_module, "BUSY_GIVE_UP_S", 0.3)
+    path = tmp_path / "s.sqlite3"
+    other = None
+    with ResultStore(path) as store:
+        other = _hold_write_lock(path)
+        try:
+            with pytest.raises(StoreError, match="stayed locked by another process.*CAPRL_HOME"):
+                _put(store, "k")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        _put(store, "k")  # the store is usable once the lock is gone
+        assert store.count() == 1
+
+
+def test_close_waits_for_a_write_in_progress_and_a_closed_store_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    path = tmp_path / "s.sqlite3"
+    store = ResultStore(path)
+    other = _hold_write_lock(path)
+    writer = threading.Thread(target=lambda: _put(store, "k"), daemon=True)
+    writer.start()
+    wait_until(lambda: store._lock.locked(), 10, "the write waiting for the lock")
+    closer = threading.Thread(target=store.close, daemon=True)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # close() does not pull the connection from under the write
+    other.execute("COMMIT")
+    other.close()
+    writer.join(10)
+    closer.join(10)
+    assert not writer.is_alive() and not closer.is_alive()
+    with pytest.raises(StoreError, match="closed"):
+        store.get("k")
+    store.close()  # a second close is harmless
+    with ResultStore(path) as again:
+        assert again.get("k") is not None
+
+
+# -- network filesystems -----------------------------------------------------------------------
+_MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /home rw,relatime shared:5 - nfs4 server:/export/home rw,vers=4.2
+31 30 8:2 / /home/ann/local\\040disk rw,relatime - ext4 /dev/sdb1 rw
+32 22 0:41 / /mnt/box rw,nosuid shared:9 - fuse.sshfs ann@box:/data rw
+33 22 0:42 / /scratch rw - xfs /dev/sdc1 rw
+34 22 0:43 / /scratch rw - cifs //nas/scratch rw
+"""
+_PROC_MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+nas:/vol /data nfs rw,vers=3 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "mounts", "fstype"),
+    [
+        ("/etc", _MOUNTINFO, "ext4"),
+        ("/home/ann/results.sqlite3", _MOUNTINFO, "nfs4"),
+        ("/homework", _MOUNTINFO, "ext4"),  # a sibling whose name starts like a mount point
+        ("/home/ann/local disk/caprl", _MOUNTINFO, "ext4"),  # the deepest mount point wins
+        ("/mnt/box/x", _MOUNTINFO, "fuse.sshfs"),
+        ("/scratch/x", _MOUNTINFO, "cifs"),  # mounted over /scratch later: the later one is seen
+        ("/data/caprl", _PROC_MOUNTS, "nfs"),  # the /proc/mounts format of older kernels
+        ("/var", _PROC_MOUNTS, "ext4"),
+    ],
+)
+def test_filesystem_type_from_a_mount_table(path: str, mounts: str, fstype: str) -> None:
+    assert filesystem_type(path, mounts) == fstype
+
+
+def test_network_filesystems_are_told_from_local_ones() -> None:
+    for fstype in ("nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p", "lustre"):
+        assert is_network_filesystem(fstype), fstype
+    for fstype in ("ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "apfs", None):
+        assert not is_network_filesystem(fstype), fstype
+
+
+def _mount_table_saying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path, fstype: str) -> None:
+    """Make the system's mount table say that ``folder`` is a mount of type ``fstype``."""
+    folder.mkdir(exist_ok=True)
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        f"40 22 0:50 / {folder.resolve()} rw - {fstype} server:/export rw\n"
+    )
+    monkeypatch.setattr(store_module, "MOUNT_TABLES", (str(table),))
+
+
+def _journal_on_disk(path: Path) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_store_on_a_network_filesystem_uses_a_rollback_journal_and_says_once_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _mount_table_saying(tmp_path, monkeypatch, tmp_path / "store", "nfs4")
+    path = tmp_path / "store" / "results.sqlite3"
+    with pytest.warns(CapRLWarning, match=r"network filesystem \(nfs4\).*local disk.*CAPRL_HOME"):
+        store = ResultStore(path)
+    with store:
+        assert store.journal_mode == "delete"
+        _put(store, "k")
+        assert store.get("k") is not None
+    assert _journal_on_disk(path) == "delete"
+    assert not path.with_name(path.name + "-wal").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ResultStore(path).close()  # warned once per store and process
+
+
+def test_a_wal_store_found_on_a_network_filesystem_is_switched_to_a_rollback_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    path = folder / "results.sqlite3"
+    with ResultStore(path) as store:  # made on a local disk (the real mount table)
+        _put(store, "k")
+    assert _journal_on_disk(path) == "wal"
+    _mount_table_saying(tmp_path, monkeypatch, folder, "cifs")  # now seen through SMB
+    with pytest.warns(CapRLWarning, match="cifs"):
+        store = ResultStore(path)
+    with store:
+        assert store.journal_mode == "delete" and store.get("k") is not None
+    assert _journal_on_disk(path) == "delete"
+
+
+def test_a_store_on_a_local_disk_uses_wal_without_a_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _mount_table_saying(tmp_path, monkeypatch, tmp_path / "store", "ext4")
+    path = tmp_path / "store" / "results.sqlite3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ResultStore(path) as store:
+            assert store.journal_mode == "wal"
+    assert _journal_on_disk(path) == "wal"
