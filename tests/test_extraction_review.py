@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,20 @@ def test_pdf_pages_are_reviewed_page_by_page(tmp_path: Path) -> None:
     again = df.caprl.review_extraction("image", result)
     assert again.statuses == "ueu"
     again.close()
+
+
+def test_urls_are_shown_without_their_token_or_password(fields_result: pd.DataFrame) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: the image fetch is refused at once
+        port = sock.getsockname()[1]
+        url = f"https://user:hunter2@127.0.0.1:{port}/scans/bill.png?X-Amz-Signature=SECRET#frag"
+        df = pd.DataFrame({"image": [url, url + "&b=1", url, url]}, index=fields_result.index)
+        w, rec = _review(df.caprl.review_extraction("image", fields_result, store=False))
+        _msg(w, type="row", id=0)
+        image = rec.wait_for("image")[0][0]
+        assert rec.last("row")["row"]["source"] == f"https://127.0.0.1:{port}/scans/bill.png"
+        assert "error" in image  # nobody listens; the error names the URL without the token
+        for content, _ in rec.messages:
+            text = json.dumps(content)
+            assert "SECRET" not in text and "hunter2" not in text and "frag" not in text, text
+        w.close()

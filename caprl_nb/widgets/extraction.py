@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from caprl_nb import frames, images
+from caprl_nb import frames
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
@@ -62,7 +62,7 @@ from caprl_nb.widgets.edits import (
     table_json,
     table_kinds,
 )
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id, source_name
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["ExtractionReview", "canonical_json", "review_extraction"]
@@ -75,14 +75,8 @@ _NOT_FIELDS = {"page", "raw", *frames.DETAIL_COLUMNS}
 
 
 def _source_name(value: object, page: object = None) -> str:
-    if isinstance(value, (str, Path)):
-        text = str(value)
-        name = text[:200] if text.startswith(("http://", "https://")) else None
-        if name is None and not text.startswith("data:"):
-            name = Path(text).name or text[:200]
-        if name is not None:
-            return f"{name} p. {page}" if not is_missing(page) else name
-    return images.describe(value)
+    name = source_name(value)
+    return f"{name} p. {page}" if not is_missing(page) else name
 
 
 class ExtractionReview(anywidget.AnyWidget):
