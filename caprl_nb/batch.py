@@ -288,7 +288,7 @@ class BatchRunner:
             known = store.file_hash
         try:
             source = await loop.run_in_executor(
-                pool, lambda: images.identify(value, known_hash=known)
+                pool, lambda: images.identify(value, known_hash=known, url_timeout=self.settings.url_timeout)
             )
             if store is not None and source.hashed_now:
                 assert source.stat is not None

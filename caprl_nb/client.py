@@ -22,7 +22,7 @@ import openai
 
 from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
 from caprl_nb.errors import (
-    ConfigError,
+    ModelNotChosenError,
     RequestRejectedError,
     ServerBusyError,
     ServerError,
@@ -345,7 +345,7 @@ async def fetch_server_info(
                     "caprl_nb cannot tell which to ask. Choose one with model=... (or "
                     "caprl_nb.configure(model=...), or set CAPRL_MODEL)."
                 )
-                raise ConfigError(msg)
+                raise ModelNotChosenError(msg, ids)
             chosen = ids[0] if len(ids) == 1 else DEFAULT_SERVED_NAME
         entry = next((m for m in entries if m.id == chosen), None)
         if entry is None and model is not None and ids:

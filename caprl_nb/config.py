@@ -6,7 +6,8 @@ For every setting the first of these that is set wins:
 2. :func:`configure` (process-wide, e.g. at the top of a notebook);
 3. the environment (``CAPRL_BASE_URL``, ``CAPRL_MODEL``, ``CAPRL_API_KEY``, ``CAPRL_HOME``,
    ``CAPRL_CONCURRENCY``, ``CAPRL_CONNECT_TIMEOUT``, ``CAPRL_READ_TIMEOUT``, ``CAPRL_MAX_RETRIES``,
-   ``CAPRL_PRESET``, ``CAPRL_WAIT_FOR_SERVER``, ``CAPRL_OUTAGE_TIMEOUT``, ``CAPRL_OFFLINE``);
+   ``CAPRL_PRESET``, ``CAPRL_WAIT_FOR_SERVER``, ``CAPRL_OUTAGE_TIMEOUT``, ``CAPRL_URL_TIMEOUT``,
+   ``CAPRL_OFFLINE``);
 4. the defaults below.
 
 ``configure(name=None)`` unsets that process-wide default again (the environment, then the
@@ -23,6 +24,7 @@ The API key never appears in a repr or a message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -73,6 +75,9 @@ class Settings:
     # Seconds a batch waits for a server that stopped answering mid-batch before it ends,
     # every unfinished row failing with one error: long enough for a proxy blip or a restart.
     outage_timeout: float = 30.0
+    # Seconds one image URL may take to download in all (connect, redirects, headers, body), so
+    # a slow or stalled host fails its row instead of holding a worker for a read timeout per byte.
+    url_timeout: float = 60.0
     # Answer from the result store only, without a server (as the checkpoint last seen there).
     offline: bool = False
 
@@ -98,9 +103,9 @@ class Settings:
             )
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}.")
-        for name in ("connect_timeout", "read_timeout", "max_backoff", "outage_timeout"):
+        for name in ("connect_timeout", "read_timeout", "max_backoff", "outage_timeout", "url_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigError(
                     f"{name} must be a positive number of seconds, got {value!r}; "
                     "timeouts are always finite."
@@ -147,6 +152,7 @@ _ENV = {
     "preset": ("CAPRL_PRESET", str),
     "wait_for_server": ("CAPRL_WAIT_FOR_SERVER", float),
     "outage_timeout": ("CAPRL_OUTAGE_TIMEOUT", float),
+    "url_timeout": ("CAPRL_URL_TIMEOUT", float),
     "offline": ("CAPRL_OFFLINE", _flag),
 }
 

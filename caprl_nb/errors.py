@@ -8,7 +8,8 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
 
     CapRLError
     ├── ConfigError                 bad option or environment value
-    │   └── SettingNotAllowedError  (also PermissionError) a setting only an admin may make
+    │   ├── SettingNotAllowedError  (also PermissionError) a setting only an admin may make
+    │   └── ModelNotChosenError     the server serves several models and none was chosen
     ├── ColumnNotFoundError         (also KeyError) a column the frame does not have
     ├── PathNotAllowedError         (also PermissionError) a path outside what may be read
     ├── ImageError                  one input could not become an image payload
@@ -48,6 +49,7 @@ __all__ = [
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
+    "ModelNotChosenError",
     "PathNotAllowedError",
     "RequestRejectedError",
     "ServerBusyError",
@@ -70,6 +72,14 @@ class ConfigError(CapRLError, ValueError):
 
 class SettingNotAllowedError(ConfigError, PermissionError):
     """A setting the Jupyter server's configuration reserves to its admin (e.g. the model server URL)."""
+
+
+class ModelNotChosenError(ConfigError):
+    """The model server serves several models, none called ``caprl``, and no model was chosen."""
+
+    def __init__(self, message: str, models: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.models = models  # the served ids, to choose from
 
 
 class ColumnNotFoundError(CapRLError, KeyError):

@@ -196,7 +196,7 @@ def caption(
     ``seed`` is sent when given (and is part of the cache key, like every sampling value).
     Settings (``base_url``, ``model``, ``api_key``, ``concurrency``, ``read_timeout``,
     ``connect_timeout``, ``max_retries``, ``home``, ``preset``, ``wait_for_server``,
-    ``outage_timeout``, ``offline``) override :func:`configure` and the environment: see
+    ``outage_timeout``, ``url_timeout``, ``offline``) override :func:`configure` and the environment: see
     :mod:`caprl_nb.config`.
     """
     task = caption_task(

@@ -69,6 +69,11 @@ def test_home_from_env_and_store_path(tmp_path: Path, monkeypatch: pytest.Monkey
         ({"concurrency": 0}, "concurrency"),
         ({"read_timeout": 0}, "finite"),
         ({"max_retries": -1}, "max_retries"),
+        ({"url_timeout": 0}, "url_timeout must be a positive number"),
+        ({"url_timeout": float("inf")}, "url_timeout.*finite"),
+        ({"url_timeout": float("nan")}, "url_timeout"),
+        ({"url_timeout": "5"}, "url_timeout"),
+        ({"read_timeout": float("inf")}, "finite"),
         ({"bogus": 1}, "Known settings"),
     ],
 )
@@ -80,4 +85,17 @@ def test_bad_values_say_what_to_do(options: dict, fragment: str) -> None:
 def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAPRL_CONCURRENCY", "lots")
     with pytest.raises(ConfigError, match="CAPRL_CONCURRENCY"):
+        resolve_settings()
+
+
+def test_url_timeout_from_argument_configure_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_settings().url_timeout == 60.0
+    monkeypatch.setenv("CAPRL_URL_TIMEOUT", "7.5")
+    assert resolve_settings().url_timeout == 7.5
+    caprl_nb.configure(url_timeout=3)
+    assert resolve_settings().url_timeout == 3
+    assert resolve_settings(url_timeout=1).url_timeout == 1
+    caprl_nb.configure()
+    monkeypatch.setenv("CAPRL_URL_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="CAPRL_URL_TIMEOUT"):
         resolve_settings()

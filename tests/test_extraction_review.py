@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from caprl_nb.widgets.extraction import canonical_json
 
 from .conftest import make_images
 from .polling import Recorder
+from .vllm_sim import VLLMSimulator
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -420,3 +423,63 @@ def test_pdf_pages_are_reviewed_page_by_page(tmp_path: Path) -> None:
     again = df.caprl.review_extraction("image", result)
     assert again.statuses == "ueu"
     again.close()
+
+
+def test_urls_are_shown_without_their_token_or_password(fields_result: pd.DataFrame) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: the image fetch is refused at once
+        port = sock.getsockname()[1]
+        url = f"https://user:hunter2@127.0.0.1:{port}/scans/bill.png?X-Amz-Signature=SECRET#frag"
+        df = pd.DataFrame({"image": [url, url + "&b=1", url, url]}, index=fields_result.index)
+        w, rec = _review(df.caprl.review_extraction("image", fields_result, store=False))
+        _msg(w, type="row", id=0)
+        image = rec.wait_for("image")[0][0]
+        assert rec.last("row")["row"]["source"] == f"https://127.0.0.1:{port}/scans/bill.png"
+        assert "error" in image  # nobody listens; the error names the URL without the token
+        for content, _ in rec.messages:
+            text = json.dumps(content)
+            assert "SECRET" not in text and "hunter2" not in text and "frag" not in text, text
+        w.close()
+
+
+@pytest.fixture(scope="module")
+def long_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PDF of 205 small blank pages: longer than the default page cap (200)."""
+    import pypdfium2 as pdfium
+
+    path = tmp_path_factory.mktemp("pdf") / "book.pdf"
+    document = pdfium.PdfDocument.new()
+    for _ in range(205):
+        document.new_page(72, 96).close()
+    document.save(str(path))
+    document.close()
+    return path
+
+
+@pytest.mark.parametrize("cap", [205, 3])
+def test_review_shows_the_pages_the_extraction_read_under_its_cap(
+    sim: VLLMSimulator, long_pdf: Path, tmp_path: Path, cap: int
+) -> None:
+    [png] = make_images(tmp_path / "img", 1)
+    df = pd.DataFrame({"doc": [str(long_pdf), png]}, index=["book", "pic"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = df.caprl.extract("doc", {"type": "object", "properties": {"total": {"type": "number"}}},
+                                  base_url=sim.base_url, progress=False, max_pdf_pages=cap)
+    capped = [w for w in caught if "max_pdf_pages" in str(w.message)]
+    assert len(capped) == (cap < 205)  # the extraction says once that it left pages out
+    assert result["page"].max() == min(cap, 205)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w, rec = _review(df.caprl.review_extraction("doc", result, store=False))
+    assert [str(c.message) for c in caught] == []  # the review warns about nothing again
+    assert w.total == min(cap, 205) + 1
+    assert w._sources[-2:] == [f"book.pdf p. {min(cap, 205)}", "img00000.png"]
+    _msg(w, type="row", id=w.total - 2)
+    image = rec.wait_for("image")[-1][0]
+    assert image.get("error") is None and image["id"] == w.total - 2  # that page, rendered
+    w.close()
+    more = pd.concat([df, df.loc[["pic"]].rename(index={"pic": "extra"})])
+    for other in (df.iloc[::-1], more):  # not the frame the extraction ran on
+        with pytest.raises(ConfigError, match="pages do not match"):
+            other.caprl.review_extraction("doc", result, store=False)

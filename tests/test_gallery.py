@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -196,3 +200,35 @@ def test_mimebundle_has_static_fallback(gallery: tuple[Gallery, Recorder]) -> No
 
 def test_top_level_name() -> None:
     assert caprl_nb.Gallery is Gallery
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A presigned-looking URL with user info to a loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused at once
+        port = sock.getsockname()[1]
+        yield f"http://user:hunter2@127.0.0.1:{port}/cats/a.png?X-Amz-Signature=SECRET#frag"
+
+
+def test_urls_are_shown_without_their_token_or_password(
+    frame: pd.DataFrame, refused_url: str, tmp_path: Path
+) -> None:
+    frame = frame.copy()
+    frame.loc["row0", "image"] = refused_url
+    g = Gallery(frame, "image", store=False)
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]
+    _msg(g, type="window", version=g.view_version, start=0, end=5)
+    _msg(g, type="detail", id=0)
+    row0 = rec.of("rows")[0][0]["rows"][0]
+    assert row0["source"] == f"http://127.0.0.1:{urlsplit(refused_url).port}/cats/a.png"
+    detail = rec.wait_for("detail")[0][0]
+    shown = [json.dumps(m[0]) for m in rec.messages]
+    shown += [g.to_html(tmp_path / "gallery.html").read_text(), g._preview_html()]
+    for text in shown:
+        assert "SECRET" not in text and "hunter2" not in text and "frag" not in text, text[:500]
+    assert "error" in detail  # the thumbnail failed (nobody listens), and says so without the token
+    g.query = "signature"  # the hidden query string is not searchable either
+    assert g.view_count == 0
+    g.close()

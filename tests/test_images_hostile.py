@@ -365,6 +365,21 @@ def test_slow_loris_fails_within_the_total_timeout(server: str, route: str) -> N
     assert time.monotonic() - started < 4
 
 
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_caption_passes_its_url_timeout_to_the_download(
+    sim: VLLMSimulator, server: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options: dict[str, object] = {"url_timeout": 1.5} if how == "argument" else {}
+    if how == "environment":
+        monkeypatch.setenv("CAPRL_URL_TIMEOUT", "1.5")
+    frame = pd.DataFrame({"img": [f"{server}/trickle", f"{server}/img.png"]})
+    with pytest.warns(UserWarning, match="1 row"):
+        out = frame.caprl.caption("img", details=True, base_url=sim.base_url, progress=False, **options)
+    assert "still downloading after 1.5 s" in out["error"].iat[0]  # the 60 s default was not used
+    assert out["caption"].iat[1] and pd.isna(out["error"].iat[1])
+    assert len(sim.requests) == 1
+
+
 def test_slow_loris_also_meets_the_byte_cap(server: str) -> None:
     with pytest.raises(ImageTooLargeError, match=r"\(so far\)"):
         identify(f"{server}/trickle", max_bytes=5, url_timeout=10)

@@ -11,6 +11,8 @@ its status poll at one second through Lab's own settings API. Each test opens it
   shows the image, the caption and its model, the side panel lists it among recent results,
   and "Insert as code" writes a cell that, run, gives the same caption back from the store.
 * On a file that is not an image the command is not offered.
+* A model server with several models and none chosen: the status bar says to choose one, and the
+  panel lists the models; once one is chosen in Lab's settings, it is up with that model.
 * "Insert as code" writes the ``df.caprl`` accessor call, which, run, gives the panel's caption.
 * Hostile text (a caption, a file name, an error holding ``<img onerror>``, ``<script>``) is shown
   as text in every panel, never run.
@@ -635,6 +637,38 @@ def test_hostile_captions_file_names_and_errors_are_inert(
     finally:
         _dump(page, output_dir / "console.log")
         page.page.close()
+
+
+def test_a_server_with_several_models_and_none_chosen_says_to_choose_one(
+    lab: JupyterLabServer, lab_settings: Any, chromium: Any, output_dir: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    with VLLMSimulator(served_names=("caprl-3b", "caprl-qwen3")) as several:
+        lab_settings(baseUrl=several.base_url)  # this Lab's admin allows any model server URL
+        page = LabPage.open(lab, chromium)
+        try:
+            _expect_status(page.page, "no-model", "CapRL no model chosen")
+            item = _status_item(page.page)
+            title = item.get_attribute("title")
+            assert f"CapRL model server up at {several.base_url}, no model chosen" in title
+            assert "'caprl-3b', 'caprl-qwen3'" in title and "CapRL settings" in title
+            item.click()
+            side = page.page.locator("#jp-caprl-panel")
+            expect(side.locator(".jp-caprl-Panel-headline")).to_have_text("No model chosen", timeout=EXPECT_MS)
+            expect(side.locator(".jp-caprl-Panel-message")).to_contain_text("several models", timeout=EXPECT_MS)
+            expect(side).to_contain_text("caprl-3b, caprl-qwen3", timeout=EXPECT_MS)
+            _screenshots(page.page, output_dir, "no-model")
+            assert _page_errors(page.console) == []
+        finally:
+            _dump(page, output_dir / "console.log")
+            page.page.close()
+        lab_settings(baseUrl=several.base_url, model="caprl-qwen3")
+        page = LabPage.open(lab, chromium)
+        try:
+            _expect_status(page.page, "up", "CapRL up · caprl-qwen3 · 0 running, 0 waiting")
+        finally:
+            page.page.close()
 
 
 def test_the_model_setting_suggests_the_documented_served_name(lab: JupyterLabServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -66,12 +67,29 @@ async def test_status_up(jp_fetch, sim_env: VLLMSimulator) -> None:
     assert "sk-secret" not in json.dumps(doc)
 
 
-async def test_status_down_answers_fast(jp_fetch, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_status_down_says_how_to_start_a_server(jp_fetch, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAPRL_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
-    started = time.monotonic()
     code, doc = await _json(jp_fetch, "caprl", "status")
     assert code == 200 and doc["state"] == "down" and "caprl-nb serve" in doc["error"]
-    assert time.monotonic() - started < 5
+
+
+async def test_status_of_a_server_that_never_answers_comes_within_the_probe_timeout(
+    jp_fetch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caprl_nb.server import status
+
+    monkeypatch.setattr(status, "PROBE_TIMEOUT", 0.5)
+    with socket.socket() as silent:  # accepts connections (the backlog), never reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("CAPRL_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")
+        started = time.monotonic()
+        code, doc = await _json(jp_fetch, "caprl", "status")
+        took = time.monotonic() - started
+    assert code == 200 and doc["state"] == "down"
+    # the bound under test: the probe's 0.5 s, with a 10x margin; the client's own timeouts
+    # (10 s for /v1/models, 600 s to read) would take 20 times as long
+    assert took < 5
 
 
 async def test_caption_a_file(jp_fetch, sim_env: VLLMSimulator, picture: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from tornado.httpclient import HTTPClientError
 
-from .vllm_sim import VLLMSimulator
+from .vllm_sim import Fault, VLLMSimulator
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -124,6 +124,7 @@ async def test_an_allowed_browser_base_url_never_gets_the_key(
     assert MARKER not in json.dumps(status)  # the host's reply is not reflected
     code, caption = await _call(jp_fetch, "caption", "POST", {"path": picture})
     assert code >= 500 and KEY not in json.dumps(caption)
+    assert MARKER not in json.dumps(caption) and "answered HTTP 500" in caption["error"]
     paths = {path for path, _ in listener.seen}
     assert {"/v1/models", "/metrics"} <= paths
     assert all(KEY not in auth for _, auth in listener.seen), listener.seen
@@ -193,3 +194,41 @@ async def test_a_bad_json_body_is_a_400(jp_fetch, sim_env) -> None:
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("caprl", "settings", method="POST", body="{not json")
     assert info.value.code == 400 and "not JSON" in json.loads(info.value.response.body)["error"]
+
+
+async def test_several_models_and_none_chosen_is_up_with_the_models_to_choose_from(
+    jp_fetch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with VLLMSimulator(served_names=("caprl-3b", "caprl-qwen3")) as several:
+        monkeypatch.setenv("CAPRL_BASE_URL", several.base_url)
+        code, status = await _call(jp_fetch, "status")
+        assert code == 200 and status["state"] == "no-model" and status["model"] is None
+        assert status["models"] == ["caprl-3b", "caprl-qwen3"]
+        assert "is up and serves several models" in status["error"]
+        assert "CapRL settings" in status["error"] and "CapRLApp.model" in status["error"]
+        code, doc = await _call(jp_fetch, "settings", "POST", {"model": "caprl-qwen3"})
+        assert code == 200
+        code, status = await _call(jp_fetch, "status")
+        assert status["state"] == "up" and status["model"] == "caprl-qwen3" and status["error"] is None
+        assert status["models"] == ["caprl-3b", "caprl-qwen3"]
+
+
+@pytest.mark.parametrize("endpoint", ["caption", "extract-table"])
+async def test_a_chosen_servers_error_reply_is_summarised_by_its_status(
+    jp_fetch, sim_env, app, picture: str, endpoint: str
+) -> None:
+    rejecting = Fault("status", 400, body=json.dumps({"error": {"message": f"{MARKER} <b>nope</b>"}}))
+    with VLLMSimulator(faults=[rejecting]) as chosen:
+        app.allowed_base_urls = [chosen.base_url]
+        code, doc = await _call(jp_fetch, "settings", "POST", {"base_url": chosen.base_url})
+        assert code == 200 and doc["has_api_key"] is False
+        code, answer = await _call(jp_fetch, endpoint, "POST", {"path": picture})
+        assert [r["_outcome"] for r in chosen.requests] == ["status:400"]  # it did answer, with its words
+    assert code == 502 and MARKER not in json.dumps(answer)
+    assert "answered HTTP 400" in answer["error"] and "not shown" in answer["error"]
+
+
+async def test_the_configured_servers_error_reply_is_shown(jp_fetch, sim_env, picture: str) -> None:
+    sim_env.add_faults(Fault("status", 400, body=json.dumps({"error": {"message": MARKER}})))
+    code, answer = await _call(jp_fetch, "caption", "POST", {"path": picture})
+    assert code == 502 and MARKER in answer["error"]  # the admin's own server: its words help

@@ -38,7 +38,7 @@ from caprl_nb.errors import (
 from caprl_nb.extract import chart_table
 from caprl_nb.prompts import caption_task
 from caprl_nb.server.paths import relative_input, resolve_inside, shown_input
-from caprl_nb.server.status import redact
+from caprl_nb.server.status import redact, summarise_untrusted
 from caprl_nb.store import ResultStore
 
 if TYPE_CHECKING:
@@ -160,10 +160,20 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
         except CapRLError:  # the configuration itself is broken: there is no key to hide
             return text
 
+    def _shown(self, kind: type[BaseException], text: str) -> str:
+        """An error as the browser sees it: no API key; a chosen server's reply in our words."""
+        try:
+            settings = self.settings_now()
+            if not self.extensionapp.is_configured(settings):
+                text = summarise_untrusted(kind, text, settings)
+        except CapRLError:  # the configuration itself is broken: nothing was asked of a server
+            pass
+        return self._redact(text)
+
     def fail(self, exc: CapRLError) -> None:
         status = http_status(exc)
         self.set_status(status)
-        self.finish(json.dumps({"error": self._redact(str(exc)), "status": status}))
+        self.finish(json.dumps({"error": self._shown(type(exc), str(exc)), "status": status}))
 
     async def image_file(self) -> tuple[str, Path]:
         """The request's ``path`` and the image file it names, checked in a worker thread."""
@@ -179,6 +189,10 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
         File paths in it are shown relative to the Jupyter root, as the browser named them.
         """
         self.set_status(_status_of_row_error(error))
+        name, _, text = error.partition(": ")
+        kind = getattr(errors, name, None)
+        if isinstance(kind, type) and issubclass(kind, CapRLError) and text:
+            error = f"{name}: {self._shown(kind, text)}"
         root = self.extensionapp.serverapp.root_dir
         for base in {os.path.realpath(root), os.path.abspath(root)}:
             error = error.replace(base.rstrip(os.sep) + os.sep, "")

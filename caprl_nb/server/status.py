@@ -6,6 +6,10 @@ Load figures come from vLLM's Prometheus ``/metrics``. The result store is count
 thread, never on the Jupyter server's event loop; while another process holds the store's lock,
 the answer carries the last count and says when it was taken.
 
+States: ``up``, ``busy`` (requests are waiting), ``down`` (nothing usable answered: ``error``
+says why) and ``no-model``: the server is up but serves several models, none called ``caprl``,
+and none was chosen; ``models`` lists them and ``error`` says where to choose one.
+
 A model server chosen in JupyterLab (not the one the Jupyter server's configuration names) is
 not trusted: its error replies are summarised, never shown verbatim.
 """
@@ -22,15 +26,17 @@ from typing import Any
 import openai
 
 from caprl_nb.client import fetch_plain, fetch_server_info
-from caprl_nb.config import Settings
-from caprl_nb.errors import CapRLError, RequestRejectedError
+from caprl_nb.config import DEFAULT_SERVED_NAME, Settings
+from caprl_nb.errors import CapRLError, ModelNotChosenError, RequestRejectedError, ServerError
 from caprl_nb.store import ResultStore
 
-__all__ = ["StatusProbe", "parse_metrics", "redact"]
+__all__ = ["StatusProbe", "parse_metrics", "redact", "summarise_untrusted"]
 
 PROBE_TIMEOUT = 2.0
+MAX_MODELS_SHOWN = 100
 # How long a status answer waits for the store's count before it shows the last one.
 STORE_WAIT = 0.025
+_HTTP = re.compile(r"\bHTTP (\d{3})\b")  # our messages name the status before the server's words
 _METRIC = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([-+0-9.eE]+|NaN)\s*$", re.M)
 
 
@@ -85,12 +91,17 @@ class StatusProbe:
             "state": "down", "base_url": settings.base_url, "model": None, "root": None,
             "vllm_version": None, "max_model_len": None, "requests_running": None,
             "requests_waiting": None, "tokens_per_s": None, "error": None,
-            "checked_at": time.time(),
+            "models": None, "checked_at": time.time(),
         }
         try:
             info, metrics_text = await asyncio.gather(
                 fetch_server_info(quick, settings.model), fetch_plain(quick, "/metrics")
             )
+        except ModelNotChosenError as exc:
+            models = [str(m)[:200] for m in exc.models[:MAX_MODELS_SHOWN]]
+            document.update(state="no-model", models=models, error=redact(_choose(models, settings), settings))
+            self._tokens = None
+            return document
         except (CapRLError, openai.APIError) as exc:
             # openai.APIError: a reply openai cannot read (not JSON, not a model list)
             shown = str(exc) if trusted and isinstance(exc, CapRLError) else _summary(exc, settings)
@@ -99,7 +110,7 @@ class StatusProbe:
             return document
         document.update(
             state="up", model=info.model, root=info.root, vllm_version=info.version,
-            max_model_len=info.max_model_len,
+            max_model_len=info.max_model_len, models=list(info.models[:MAX_MODELS_SHOWN]),
         )
         if metrics_text:
             metrics = parse_metrics(metrics_text)
@@ -141,6 +152,15 @@ def redact(text: str, settings: Settings) -> str:
     return text.replace(key, "***") if key not in ("", "EMPTY") else text
 
 
+def _choose(models: list[str], settings: Settings) -> str:
+    shown = ", ".join(map(repr, models[:10])) + (f" and {len(models) - 10} more" if len(models) > 10 else "")
+    return (
+        f"The model server at {settings.base_url} is up and serves several models ({shown}), none "
+        f"called {DEFAULT_SERVED_NAME!r}. Choose one as the model in JupyterLab's CapRL settings, "
+        "or set CapRLApp.model (or CAPRL_MODEL) for the Jupyter server."
+    )
+
+
 def _summary(exc: Exception, settings: Settings) -> str:
     """An error from a model server JupyterLab chose, in our words only: its reply is not shown."""
     cause: BaseException | None = exc
@@ -149,6 +169,21 @@ def _summary(exc: Exception, settings: Settings) -> str:
     if cause is None and isinstance(exc, CapRLError) and not isinstance(exc, RequestRejectedError):
         return str(exc)  # nothing answered: the message is ours (connection refused, timeout)
     status = f"HTTP {cause.status_code}" if isinstance(cause, openai.APIStatusError) else "a reply"
+    return _in_our_words(status, settings)
+
+
+def summarise_untrusted(kind: type[BaseException], text: str, settings: Settings) -> str:
+    """A model server error from a server chosen in JupyterLab, in our words (its HTTP status).
+
+    ``kind`` is the error's class and ``text`` its message (a failed row's error without its
+    class name). Errors that hold no reply of that server (ours: refused, timed out, an image
+    that cannot be read) come back as they are.
+    """
+    found = _HTTP.search(text) if issubclass(kind, ServerError) else None
+    return text if found is None else _in_our_words(f"HTTP {found.group(1)}", settings)
+
+
+def _in_our_words(status: str, settings: Settings) -> str:
     return (
         f"The server at {settings.base_url} answered {status}, not as a CapRL vLLM server would. "
         "Its reply is not shown for a model server chosen in JupyterLab; check the URL in "

@@ -36,6 +36,7 @@ a table's column kinds. Every string may come from a model: the front end shows 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +47,7 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from caprl_nb import frames, images
+from caprl_nb import frames
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
@@ -62,7 +63,7 @@ from caprl_nb.widgets.edits import (
     table_json,
     table_kinds,
 )
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id, source_name
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["ExtractionReview", "canonical_json", "review_extraction"]
@@ -75,14 +76,8 @@ _NOT_FIELDS = {"page", "raw", *frames.DETAIL_COLUMNS}
 
 
 def _source_name(value: object, page: object = None) -> str:
-    if isinstance(value, (str, Path)):
-        text = str(value)
-        name = text[:200] if text.startswith(("http://", "https://")) else None
-        if name is None and not text.startswith("data:"):
-            name = Path(text).name or text[:200]
-        if name is not None:
-            return f"{name} p. {page}" if not is_missing(page) else name
-    return images.describe(value)
+    name = source_name(value)
+    return f"{name} p. {page}" if not is_missing(page) else name
 
 
 class ExtractionReview(anywidget.AnyWidget):
@@ -431,14 +426,7 @@ def review_extraction(frame: pd.DataFrame, image: Any, result: Any, **options: A
 def _images_for(column: pd.Series, result: pd.DataFrame) -> tuple[list[Any], list[Any]]:
     """Each result row's image (the frame's, or the rendered page for PDF rows) and its name."""
     if "page" in result.columns and result["page"].notna().any():
-        from caprl_nb.extract.pages import expand_pdfs
-
-        expanded = expand_pdfs(column.array)
-        if len(expanded.values) != len(result) or not expanded.index(column.index).equals(result.index):
-            msg = ("The result's pages do not match this frame's PDFs; pass the frame the "
-                   "extraction ran on.")
-            raise ConfigError(msg)
-        return list(expanded.values), [column.iat[p] for p in expanded.positions]
+        return _pages_for(column, result)
     if result.index.equals(column.index):
         return column.tolist(), column.tolist()
     if not column.index.is_unique:
@@ -450,3 +438,36 @@ def _images_for(column: pd.Series, result: pd.DataFrame) -> tuple[list[Any], lis
         raise ConfigError(msg)
     picked = column.iloc[where].tolist()
     return picked, picked
+
+
+def _pages_for(column: pd.Series, result: pd.DataFrame) -> tuple[list[Any], list[Any]]:
+    """The result's rows read back from its ``page`` column: pages 1..k of each PDF, in order.
+
+    The pages the extraction read (after its ``max_pdf_pages=`` / ``max_pdf_bytes=`` caps) are
+    exactly those the result lists, so nothing is opened or counted again here and no cap
+    applies twice. A PDF row without pages (it failed) shows no image.
+    """
+    from caprl_nb.extract.pages import PAGE_PIXELS, PdfPage, is_pdf
+
+    msg = "The result's pages do not match this frame's PDFs; pass the frame the extraction ran on."
+    pages = [None if is_missing(p) else int(p) for p in result["page"].tolist()]
+    shown: list[Any] = []
+    positions: list[int] = []
+    for position, value in enumerate(column.tolist()):
+        first = len(shown)
+        if is_pdf(value):
+            source: str | bytes = (
+                bytes(value) if isinstance(value, (bytes, bytearray, memoryview))
+                else os.path.abspath(os.path.expanduser(os.fsdecode(value)))
+            )
+            while len(shown) < len(pages) and pages[len(shown)] == len(shown) - first + 1:
+                shown.append(PdfPage(source, len(shown) - first + 1, PAGE_PIXELS))
+                positions.append(position)
+        if len(shown) == first and len(shown) < len(pages) and pages[len(shown)] is None:
+            shown.append(None if is_pdf(value) else value)  # one row: not a PDF, or a failed one
+            positions.append(position)
+        elif len(shown) == first:
+            raise ConfigError(msg)
+    if len(shown) != len(pages) or not column.index.take(positions).equals(result.index):
+        raise ConfigError(msg)
+    return shown, [column.iat[p] for p in positions]

@@ -19,12 +19,11 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from caprl_nb import images
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.export import write_html
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id
+from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id, source_name
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -34,17 +33,6 @@ FILTERS = ("all", *STATUSES, "failed")
 MAX_WINDOW = 200
 DETAIL_SIDE = 1280
 _STALE_WINDOWS = 4  # thumbnail work for windows older than this many requests is dropped
-
-
-def _source_name(value: object) -> str:
-    """What the card shows as the row's source: a file name, a URL, or a short description."""
-    if isinstance(value, (str, Path)):
-        text = str(value)
-        if text.startswith(("http://", "https://")):
-            return text[:200]
-        if not text.startswith("data:"):
-            return Path(text).name or text[:200]
-    return images.describe(value)
 
 
 def _missing(value: object) -> bool:
@@ -118,7 +106,7 @@ class Gallery(anywidget.AnyWidget):
             [e is not None or c is None for e, c in zip(self._errors, self._captions)], dtype=bool
         )
         self._sort_columns = {str(c): data[c] for c in sort}
-        self._sources = [_source_name(v) for v in self._images]
+        self._sources = [source_name(v) for v in self._images]
         opened = ResultStore(resolve_settings(home=home).store_path) if store else None
         self._reviews = ReviewModel(
             [item_key(v, c) for v, c in zip(self._images, self._captions)], opened

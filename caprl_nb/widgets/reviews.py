@@ -10,20 +10,40 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from caprl_nb import images
 from caprl_nb.errors import ConfigError
+from caprl_nb.fetch import public_url
 from caprl_nb.store import ResultStore
 
-__all__ = ["STATUSES", "ReviewModel", "item_key", "release", "row_id"]
+__all__ = ["STATUSES", "ReviewModel", "item_key", "release", "row_id", "source_name"]
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
 _CODE = {status: code for code, status in enumerate(STATUSES)}
+_URL = re.compile(r"^\s*[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def source_name(value: object) -> str:
+    """What a review shows as a row's source: a file name, a URL or a short description.
+
+    A URL is shown without its user info, query string or fragment (a presigned URL's
+    signature never reaches the page, the static HTML or the search text).
+    """
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and _URL.match(text):
+            return public_url(text)[:200]
+        if isinstance(text, str) and not text.lstrip().lower().startswith("data:"):
+            return Path(text).name or text[:200]
+    return images.describe(value)
 
 
 def _image_identity(value: object) -> bytes:

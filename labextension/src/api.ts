@@ -7,8 +7,12 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** What the server extension says about the model server. */
-export type ServerState = 'up' | 'down' | 'busy';
+/**
+ * What the server extension says about the model server. `no-model`: it is up
+ * but serves several models, none called `caprl`, and none was chosen (`models`
+ * lists them; `error` says where to choose one).
+ */
+export type ServerState = 'up' | 'down' | 'busy' | 'no-model';
 
 /** `GET /caprl/status` */
 export interface IStatusReply {
@@ -21,6 +25,8 @@ export interface IStatusReply {
   requests_running: number | null;
   requests_waiting: number | null;
   tokens_per_s: number | null;
+  /** The models the server serves; null when it did not answer. */
+  models: string[] | null;
   /** `results` is null while another process holds the store and it was never counted. */
   store: { path: string; results: number | null };
   error: string | null;

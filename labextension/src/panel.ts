@@ -16,7 +16,8 @@ import {
   StatusView,
   createDot,
   paintDot,
-  shortModelName
+  shortModelName,
+  stateLabel
 } from './status';
 
 /** Where to read about CapRL. */
@@ -93,7 +94,7 @@ function headline(view: StatusView): string {
     case 'unavailable':
       return 'Unavailable';
     case 'reply': {
-      const state = view.reply.state;
+      const state = stateLabel(view.reply.state);
       const label = state.charAt(0).toUpperCase() + state.slice(1);
       return view.reply.model === null
         ? label
@@ -201,9 +202,10 @@ export class CapRLPanel extends Widget {
     this._message.hidden = reply.error === null;
     this._server.body.replaceChildren(
       facts([
-        ['State', reply.state],
+        ['State', stateLabel(reply.state)],
         ['URL', reply.base_url],
         ['Model', reply.model === null ? '—' : shortModelName(reply.model)],
+        ['Served', reply.models ? reply.models.join(', ') || '—' : '—'],
         ['Model path', orDash(reply.root)],
         ['vLLM', orDash(reply.vllm_version)],
         ['Max length', orDash(reply.max_model_len)],

@@ -123,6 +123,11 @@ export function dotState(view: StatusView): ServerState | 'unknown' {
   return view.kind === 'reply' ? view.reply.state : 'unknown';
 }
 
+/** A state in words: `up`, `busy`, `down`, or `no model chosen`. */
+export function stateLabel(state: ServerState): string {
+  return state === 'no-model' ? 'no model chosen' : state;
+}
+
 /** `Qwen/CapRL-3B` or `/models/CapRL-3B` -> `CapRL-3B`. */
 export function shortModelName(model: string): string {
   const parts = model.split('/').filter(part => part.length > 0);
@@ -138,7 +143,7 @@ export function summary(view: StatusView): string {
       return view.extensionMissing ? view.message : 'CapRL unavailable';
     case 'reply': {
       const { reply } = view;
-      const parts = [`CapRL ${reply.state}`];
+      const parts = [`CapRL ${stateLabel(reply.state)}`];
       if (reply.model !== null) {
         parts.push(shortModelName(reply.model));
       }
@@ -160,11 +165,14 @@ export function tooltip(view: StatusView): string {
     case 'unavailable':
       return view.message;
     case 'reply': {
+      const { reply } = view;
       const lines = [
-        `CapRL model server ${view.reply.state} at ${view.reply.base_url}`
+        reply.state === 'no-model'
+          ? `CapRL model server up at ${reply.base_url}, no model chosen`
+          : `CapRL model server ${reply.state} at ${reply.base_url}`
       ];
-      if (view.reply.error !== null) {
-        lines.push(view.reply.error);
+      if (reply.error !== null) {
+        lines.push(reply.error);
       }
       lines.push('Click for the CapRL panel');
       return lines.join('\n');
