@@ -40,6 +40,13 @@ def test_answer_becomes_typed_table() -> None:
                            "units": "USD"}
 
 
+def test_huge_whole_numbers_on_the_x_axis_are_floats_not_an_overflow() -> None:
+    table = to_table({"x": ["8" + "0" * 160, "5", "1"], "series": [{"name": "a", "values": [1, 2, 3]}]})
+    assert str(table["x"].dtype) == "Float64" and table["x"].iloc[1] == 5.0
+    years = to_table({"x": ["2023", "2024"], "series": [{"name": "a", "values": [1, 2]}]})
+    assert str(years["x"].dtype) == "Int64"
+
+
 def test_ragged_and_unnamed_series_lose_nothing() -> None:
     table = to_table({"x": ["a", "b"], "x_label": "", "series": [
         {"name": "", "values": [1, 2, 3]}, {"name": "", "values": [4]}]})

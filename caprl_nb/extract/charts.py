@@ -95,6 +95,9 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
+_EXACT_INT = 2**53  # whole numbers up to here are exact in a float; larger ones stay Float64
+
+
 def to_table(answer: dict[str, Any]) -> pd.DataFrame:
     """The DataFrame for one validated :data:`CHART_SCHEMA` answer (see the module docstring).
 
@@ -111,7 +114,8 @@ def to_table(answer: dict[str, Any]) -> pd.DataFrame:
     columns: dict[str, Any] = {}
     parsed_x, numeric_x = _numeric(x)
     if numeric_x and any(v is not None for v in parsed_x):
-        integral = all(v is None or float(v).is_integer() for v in parsed_x)
+        # Int64 for whole numbers (years, counts); a huge one (a model's noise) makes it Float64
+        integral = all(v is None or (float(v).is_integer() and abs(v) <= _EXACT_INT) for v in parsed_x)
         columns[names[0]] = pd.array(
             [None if v is None else (int(v) if integral else v) for v in parsed_x],
             dtype="Int64" if integral else "Float64",
