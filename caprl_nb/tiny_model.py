@@ -11,7 +11,8 @@ What it is: a byte-level BPE tokenizer trained on a fixed sentence list, with th
 special tokens and chat template; ``Qwen2VLImageProcessor`` capped at 64 image tokens;
 a 2-layer text model (hidden 128, 4 heads of 32, mrope_section [4, 6, 6]) and a 2-block
 vision tower (hidden 64). Weights are re-drawn with std 0.3 so that the output visibly
-depends on the image. Seeded, so every build is the same model (about 1.3 MB).
+depends on the image; the special tokens' embedding rows are shrunk so that answers are not
+empty. Seeded, so every build is the same model (about 1.3 MB).
 
 Runs with the engine's interpreter (torch, transformers, tokenizers); every heavy import is
 inside :func:`main`, so importing this module costs nothing.
@@ -172,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # keep RMSNorm/LayerNorm scales at 1
             # std 0.3, not the usual 0.02, so image features move the logits visibly
             param.copy_(torch.randn_like(param) * (0.3 if param.dim() > 1 else 0.05))
+        # The (tied) embedding: ordinary rows doubled, special and padding rows near zero, so the
+        # special tokens' logits sit far under the ordinary ones' and an answer practically never
+        # starts with a stop token (an empty caption is a row error) or a token that decodes to
+        # nothing. Answers still end at max_tokens, at a rare stop token, or by a grammar.
+        embedding = model.get_input_embeddings().weight
+        special = min(ids.values())
+        embedding[:special] *= 2.0
+        embedding[special:] *= 0.05
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
 

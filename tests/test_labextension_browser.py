@@ -460,7 +460,8 @@ def test_extract_a_table_from_a_chart_with_real_vllm(
         page.screenshot(path=str(output_dir / "1-table-panel.png"))
 
         message = view.locator(".jp-caprl-Table-text")
-        if view.get_attribute("data-state") == "done":
+        done = view.get_attribute("data-state") == "done"
+        if done:
             # the server extension's answer for the file, now from the store: the panel shows it
             answer = httpx.post(f"{lab.url}/caprl/extract-table", json={"path": f"{WORK}/chart.png"},
                                 headers={"Authorization": f"token {lab.token}"}, timeout=30)
@@ -505,7 +506,9 @@ def test_extract_a_table_from_a_chart_with_real_vllm(
         code = 'import caprl_nb.extract\n\ncaprl_nb.extract.chart_table(["chart.png"])'
         assert cells == [["code", "1 + 1"], ["code", code]]
         page.screenshot(path=str(output_dir / "2-inserted-cell.png"))
-        assert _page_errors(nb.console) == []
+        # a failed extraction is a 502 answer, which Chromium logs as a failed resource load
+        expected = [] if done else ["status of 502 (Bad Gateway)"]
+        assert [e for e in _page_errors(nb.console) if not any(x in e for x in expected)] == []
     finally:
         _dump(nb, output_dir / "console.log")
         nb.close()
