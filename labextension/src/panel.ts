@@ -18,6 +18,7 @@ import {
   paintDot,
   shortModelName
 } from './status';
+import { node } from './widgets/shared/dom';
 
 /** Where to read about CapRL. */
 export const DOCS_URL = 'https://github.com/InternLM/CapRL';
@@ -49,12 +50,11 @@ function element<K extends keyof HTMLElementTagNameMap>(
   className: string,
   text?: string
 ): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
+  const el = node(tag, className);
   if (text !== undefined) {
-    node.textContent = text;
+    el.textContent = text;
   }
-  return node;
+  return el;
 }
 
 function section(title: string): {

@@ -12,7 +12,7 @@
 import { consume, captureKeys, isSaveChord, isTyping, keyName } from '../shared/keys';
 import { countOf, IRenderProps, IWidgetModule, Listeners, setTrait } from '../shared/model';
 import { NoticeBar } from '../shared/notice';
-import { widgetRoot } from '../shared/root';
+import { keyHints, widgetRoot } from '../shared/root';
 import { node } from '../shared/dom';
 import { Drafts, ImageCache } from './drafts';
 import { Editor } from './editor';
@@ -60,9 +60,7 @@ function render({ model, el }: IRenderProps<IReviewTraits>): () => void {
   });
   const body = node('div', 'xr-body');
   body.append(list.el, view.media, view.side);
-  const footer = node('div', 'xr-footer');
-  footer.textContent = FOOTER;
-  root.append(view.toolbar, notice.el, body, footer);
+  root.append(view.toolbar, notice.el, body, keyHints('xr-footer', FOOTER));
   el.append(root);
 
   // ---- navigation ---------------------------------------------------------------------------

@@ -3,17 +3,8 @@
  * (click to zoom), and the row's badges, source, error, editor and review actions.
  */
 
-import {
-  badgeClass,
-  button,
-  formatInt,
-  hasError,
-  isMissing,
-  node,
-  setMediaMessage,
-  setText,
-  stepButtons
-} from '../shared/dom';
+// prettier-ignore
+import { badgeClass, button, formatInt, hasError, isMissing, node, setMediaMessage, setText, stepButtons } from '../shared/dom';
 import { countOf } from '../shared/model';
 import { Drafts, ImageCache } from './drafts';
 import { Editor } from './editor';
@@ -45,8 +36,8 @@ export interface IViewActions {
 
 export class ReviewView {
   readonly toolbar = node('div', 'xr-toolbar');
-  readonly media = node('div', 'xr-media', { 'data-testid': 'media' });
-  readonly side = node('div', 'xr-side');
+  readonly media = node('div', 'caprl-media xr-media', { 'data-testid': 'media' });
+  readonly side = node('div', 'caprl-side xr-side');
 
   constructor(private readonly _ctx: IViewContext) {
     const counts = node('div', 'xr-counts', { 'data-testid': 'counts', 'aria-live': 'polite' });
@@ -206,7 +197,7 @@ export class ReviewView {
   private readonly _failedBadge = node('span', 'caprl-badge caprl-badge--failed');
   private readonly _unsaved = node('span', 'caprl-mark xr-unsaved', { 'data-testid': 'unsaved' });
   private readonly _source = node('div', 'xr-source', { 'data-testid': 'source' });
-  private readonly _error = node('p', 'xr-error', { 'data-testid': 'error', role: 'alert' });
+  private readonly _error = node('p', 'caprl-error xr-error', { 'data-testid': 'error', role: 'alert' });
   private readonly _actions = {
     el: node('div', 'xr-actions'),
     accept: button('accept', 'Accept', {

@@ -51,7 +51,7 @@ export class DetailPane {
 
   constructor(private readonly _ctx: IDetailContext) {
     this.el.hidden = true;
-    const media = node('div', 'cg-detail-media');
+    const media = node('div', 'caprl-media cg-detail-media');
     media.append(this._img, this._mediaMsg);
 
     const head = node('div', 'cg-detail-head');
@@ -89,7 +89,7 @@ export class DetailPane {
     actions.append(this._hint);
     this._actions = { accept, reject, edit, reset, save, cancel };
 
-    const side = node('div', 'cg-detail-side');
+    const side = node('div', 'caprl-side cg-detail-side');
     side.append(head, badges, this._error, this._caption, this._original, this._editor, this._meta, actions);
     this.el.append(media, side);
 
@@ -370,7 +370,7 @@ export class DetailPane {
   private readonly _failed = node('span', 'caprl-badge caprl-badge--failed');
   private readonly _editedMark = node('span', 'caprl-mark cg-edited-mark');
   private readonly _source = node('span', 'cg-detail-source', { 'data-testid': 'detail-source' });
-  private readonly _error = node('p', 'cg-detail-error', { 'data-testid': 'detail-error', role: 'alert' });
+  private readonly _error = node('p', 'caprl-error cg-detail-error', { 'data-testid': 'detail-error', role: 'alert' });
   private readonly _caption = node('div', 'cg-detail-caption', { 'data-testid': 'detail-caption', tabindex: '0' });
   private readonly _original = node('details', 'cg-detail-original');
   private readonly _originalText = node('div', 'cg-detail-original-text');

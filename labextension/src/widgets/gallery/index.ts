@@ -12,7 +12,7 @@ import { node } from '../shared/dom';
 import { captureKeys, consume, isTyping, keyName } from '../shared/keys';
 import { countOf, IRenderProps, IWidgetModule, Listeners } from '../shared/model';
 import { NoticeBar } from '../shared/notice';
-import { widgetRoot } from '../shared/root';
+import { keyHints, widgetRoot } from '../shared/root';
 import { DetailPane } from './detail';
 import { GridView } from './grid';
 import { dispatch, IGalleryTraits, REVIEW_KEYS } from './protocol';
@@ -39,9 +39,7 @@ function render({ model, el }: IRenderProps<IGalleryTraits>): () => void {
   const detail = new DetailPane({ model, root, rows, thumbs, pending, grid });
   const body = node('div', 'cg-body');
   body.append(grid.el, detail.el);
-  const footer = node('div', 'cg-footer');
-  footer.textContent = FOOTER;
-  root.append(toolbar.el, notice.el, body, footer);
+  root.append(toolbar.el, notice.el, body, keyHints('cg-footer', FOOTER));
   el.append(root);
 
   listeners.on('change:view_count', () => {

@@ -1,4 +1,4 @@
-/** The root element every widget view starts from. */
+/** The frame every widget view starts from: its root element and its key hints footer. */
 
 import { node } from './dom';
 
@@ -10,4 +10,11 @@ export function widgetRoot(className: string, attrs: Record<string, string>): HT
   const root = node('div', `caprl-widget ${className}`, attrs);
   root.setAttribute('data-lm-suppress-shortcuts', 'true');
   return root;
+}
+
+/** The footer line that lists the widget's keys. */
+export function keyHints(className: string, text: string): HTMLDivElement {
+  const footer = node('div', `caprl-footer ${className}`);
+  footer.textContent = text;
+  return footer;
 }
