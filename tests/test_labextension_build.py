@@ -101,7 +101,7 @@ def test_the_version_is_written_once_in_package_json() -> None:
     package = json.loads((PACKAGE / "package.json").read_text(encoding="utf-8"))
     assert package["name"] == "caprl-nb"
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    section = re.search(r"^\[tool\.hatch\.version\]\n(.*?)^\[", pyproject, re.M | re.S)
+    section = re.search(r"^\[tool\.hatch\.version\]\n(.*?)^\[", pyproject, re.MULTILINE | re.DOTALL)
     assert section, "pyproject.toml has no [tool.hatch.version]"
     settings = {line.replace(" ", "") for line in section.group(1).splitlines()}
     assert {'source="nodejs"', 'path="labextension/package.json"'} <= settings, (
