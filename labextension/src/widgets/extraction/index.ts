@@ -9,26 +9,21 @@
  * values accept); the view marks the row pending until its `row` answer arrives.
  */
 
-import { consume, captureKeys, isSaveChord, isTyping, keyName } from '../shared/keys';
+import { node } from '../shared/dom';
+import { captureKeys, consume, isSaveChord, isTyping, keyName } from '../shared/keys';
 import { countOf, IRenderProps, IWidgetModule, Listeners, setTrait } from '../shared/model';
 import { NoticeBar } from '../shared/notice';
+import { REVIEW_KEYS, ReviewStatus } from '../shared/review';
 import { keyHints, widgetRoot } from '../shared/root';
-import { node } from '../shared/dom';
 import { Drafts, ImageCache } from './drafts';
 import { Editor } from './editor';
 import { RowList } from './list';
-import { dispatch, IReviewTraits, IRow, ReviewStatus, send } from './protocol';
+import { dispatch, IReviewTraits, IRow, send } from './protocol';
 import { ReviewView } from './view';
 
 const FOOTER =
   '\u2190 \u2192 rows  \u00b7  A accept  \u00b7  R reject  \u00b7  U reset  \u00b7  N next unreviewed  ' +
   '\u00b7  Ctrl+Enter saves  \u00b7  Esc leaves a field';
-
-const REVIEW_KEYS: Readonly<Record<string, ReviewStatus>> = {
-  a: 'accepted',
-  r: 'rejected',
-  u: 'unreviewed'
-};
 
 function render({ model, el }: IRenderProps<IReviewTraits>): () => void {
   const listeners = new Listeners(model);

@@ -3,8 +3,8 @@
  * items exist), with the current row kept in view.
  */
 
-import { countOf } from '../shared/model';
 import { node, setText } from '../shared/dom';
+import { countOf } from '../shared/model';
 import { ReviewModel, statusOf } from './protocol';
 
 const LIST_ROW_H = 28; // px; extraction.css gives .xr-item exactly this height

@@ -5,10 +5,10 @@
  * its image.
  */
 
+import { ReviewStatus, rowOf, sendReview } from '../shared/review';
 import { Buffers, IWidgetModel, messageOf } from '../shared/model';
 
 export type FieldKind = 'integer' | 'number' | 'boolean' | 'string' | 'json';
-export type ReviewStatus = 'accepted' | 'rejected' | 'unreviewed';
 
 export const COUNT_KEYS = ['unreviewed', 'accepted', 'rejected', 'edited', 'failed'] as const;
 export type CountKey = (typeof COUNT_KEYS)[number];
@@ -80,8 +80,8 @@ export function dispatch(content: unknown, buffers: Buffers, on: IReviewHandlers
   const msg = messageOf(content);
   if (!msg) return;
   if (msg.type === 'row') {
-    const row = (msg as { row?: IRow | null }).row;
-    if (row && row.id !== null && row.id !== undefined) on.row(row);
+    const row = rowOf<IRow>(msg);
+    if (row) on.row(row);
   } else if (msg.type === 'image') {
     const image = msg as IImageMessage;
     if (image.id !== null && image.id !== undefined) on.image(image, buffers);
@@ -103,7 +103,7 @@ export const send = {
     model.send({ type: 'row', id });
   },
   review(model: ReviewModel, id: number, status: ReviewStatus): void {
-    model.send({ type: 'review', id, status });
+    sendReview(model, id, status);
   },
   editFields(model: ReviewModel, id: number, values: Record<string, string>): void {
     model.send({ type: 'edit', id, values });

@@ -9,7 +9,8 @@ import { countOf } from '../shared/model';
 import { Drafts, ImageCache } from './drafts';
 import { Editor } from './editor';
 import { RowList } from './list';
-import { COUNT_KEYS, CountKey, IRow, ReviewModel, ReviewStatus } from './protocol';
+import { ReviewStatus } from '../shared/review';
+import { COUNT_KEYS, CountKey, IRow, ReviewModel } from './protocol';
 
 /** What the view needs from the rest of the widget. */
 export interface IViewContext {

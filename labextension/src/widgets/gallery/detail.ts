@@ -17,9 +17,10 @@ import {
   stepButtons
 } from '../shared/dom';
 import { isSaveChord } from '../shared/keys';
+import { ReviewStatus } from '../shared/review';
 import { Buffers, countOf } from '../shared/model';
 import { GridView } from './grid';
-import { GalleryModel, IDetailMessage, ReviewStatus, send } from './protocol';
+import { GalleryModel, IDetailMessage, send } from './protocol';
 import { CHUNK, RowCache, ThumbCache } from './state';
 
 interface IDetail {

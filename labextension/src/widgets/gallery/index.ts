@@ -12,10 +12,11 @@ import { node } from '../shared/dom';
 import { captureKeys, consume, isTyping, keyName } from '../shared/keys';
 import { countOf, IRenderProps, IWidgetModule, Listeners } from '../shared/model';
 import { NoticeBar } from '../shared/notice';
+import { REVIEW_KEYS } from '../shared/review';
 import { keyHints, widgetRoot } from '../shared/root';
 import { DetailPane } from './detail';
 import { GridView } from './grid';
-import { dispatch, IGalleryTraits, REVIEW_KEYS } from './protocol';
+import { dispatch, IGalleryTraits } from './protocol';
 import { RowCache, ThumbCache } from './state';
 import { Toolbar } from './toolbar';
 

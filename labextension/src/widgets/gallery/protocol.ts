@@ -4,18 +4,11 @@
  * thumbnails; the front end renders what it is sent and reports what the user did.
  */
 
+import { ReviewStatus, rowOf, sendReview } from '../shared/review';
 import { Buffers, IWidgetModel, messageOf } from '../shared/model';
 
 export const STATUSES = ['all', 'unreviewed', 'accepted', 'rejected', 'edited', 'failed'] as const;
 export type StatusFilter = (typeof STATUSES)[number];
-export type ReviewStatus = 'accepted' | 'rejected' | 'unreviewed';
-
-/** The review keys: A accepts, R rejects, U resets. */
-export const REVIEW_KEYS: Readonly<Record<string, ReviewStatus>> = {
-  a: 'accepted',
-  r: 'rejected',
-  u: 'unreviewed'
-};
 
 export interface IGalleryTraits {
   title: string;
@@ -80,8 +73,8 @@ export function dispatch(content: unknown, buffers: Buffers, on: IGalleryHandler
   if (!msg) return;
   if (msg.type === 'rows') on.rows(msg as IRowsMessage);
   else if (msg.type === 'row') {
-    const row = (msg as { row?: IRow | null }).row;
-    if (row && row.id !== null && row.id !== undefined) on.row(row);
+    const row = rowOf<IRow>(msg);
+    if (row) on.row(row);
   } else if (msg.type === 'thumbs') on.thumbs(msg as IThumbsMessage, buffers);
   else if (msg.type === 'detail') on.detail(msg as IDetailMessage, buffers);
   else if (msg.type === 'error') on.error((msg as { message?: unknown }).message);
@@ -93,7 +86,7 @@ export const send = {
     model.send({ type: 'window', version, start, end });
   },
   review(model: GalleryModel, id: number, status: ReviewStatus): void {
-    model.send({ type: 'review', id, status });
+    sendReview(model, id, status);
   },
   edit(model: GalleryModel, id: number, caption: string): void {
     model.send({ type: 'edit', id, caption });
