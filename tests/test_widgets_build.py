@@ -1,12 +1,13 @@
 """The built wheel: it carries the widgets' bundles and the labextension, and works without npm.
 
 The widgets' front ends are TypeScript (labextension/src/widgets/) bundled by esbuild into the
-git-ignored caprl_nb/widgets/static/ at build time, so a wheel that forgot them would import
-fine and show nothing. One wheel is built (``pip wheel``: hatch runs npm) from a copy of the
+git-ignored caprl_nb/widgets/static/ at build time, so a wheel that forgot them would install
+and then fail on `import caprl_nb.widgets`. One wheel is built (``pip wheel``: hatch runs npm) from a copy of the
 tracked tree, so the checkout's own builds are left as they are, then installed into a fresh
 venv (its dependencies come from PyPI) and imported with no npm or node on PATH.
 
-About a minute; marked ``wheel`` (``-m "not wheel"`` leaves it out locally; CI runs it).
+The two wheel tests take about a minute (several on a busy machine) and are marked ``wheel``:
+``-m "not wheel"`` leaves them out locally; the full suite (scripts/test, CI) runs them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from caprl_nb.errors import ConfigError
+from caprl_nb.widgets.bundles import BUNDLES, require_bundles
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_JSON = ROOT / "labextension" / "package.json"
-BUNDLES = ["gallery.js", "gallery.css", "extraction.js", "extraction.css"]
-
-pytestmark = pytest.mark.wheel
 
 
 def _run(
@@ -62,6 +63,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.wheel
 def test_the_wheel_carries_the_widget_bundles_and_the_labextension(wheel: Path) -> None:
     version = json.loads(PACKAGE_JSON.read_text(encoding="utf-8"))["version"]
     assert wheel.name.startswith(f"caprl_nb-{version}-"), wheel.name
@@ -75,6 +77,7 @@ def test_the_wheel_carries_the_widget_bundles_and_the_labextension(wheel: Path) 
     assert not sources, f"TypeScript sources or node_modules in the wheel: {sources[:5]}"
 
 
+@pytest.mark.wheel
 def test_a_fresh_venv_without_npm_loads_the_widgets_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
@@ -100,3 +103,15 @@ def test_a_fresh_venv_without_npm_loads_the_widgets_from_the_wheel(wheel: Path, 
         assert "render" in seen[key] and "export" in seen[key], seen[key][:200]
     for key in ("gallery_css", "review_css"):
         assert "--caprl-accent" in seen[key], seen[key][:200]
+
+
+def test_an_unbuilt_checkout_says_how_to_build_the_front_ends(tmp_path: Path) -> None:
+    (tmp_path / "gallery.js").write_text("export default {render() {}};")
+    with pytest.raises(ConfigError) as caught:
+        require_bundles(tmp_path)
+    message = str(caught.value)
+    assert "gallery.css, extraction.js, extraction.css missing" in message, message
+    assert "npm run build:widgets" in message and "pip install -e ." in message, message
+    for name in BUNDLES:
+        (tmp_path / name).write_text("/* built */")
+    require_bundles(tmp_path)  # all there: nothing to say
