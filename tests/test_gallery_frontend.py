@@ -396,7 +396,7 @@ def test_failed_rows_show_their_error(page: Page, harness: GalleryHarness) -> No
         expect(failed.get_by_test_id("error")).to_be_visible()
         expect(failed.get_by_test_id("error")).to_contain_text(text)
         expect(failed.get_by_test_id("caption")).to_be_hidden()
-        expect(failed.locator(".cg-badge--failed")).to_be_visible()
+        expect(failed.locator(".caprl-badge--failed")).to_be_visible()
     page.screenshot("failed-cards.png")
 
     card(root, 5).click()

@@ -97,11 +97,22 @@ def test_the_server_extension_is_enabled_by_the_installed_config() -> None:
     assert config == {"ServerApp": {"jpserver_extensions": {"caprl_nb": True}}}
 
 
-def test_the_npm_package_carries_the_python_version() -> None:
+def test_the_version_is_written_once_in_package_json() -> None:
     package = json.loads((PACKAGE / "package.json").read_text(encoding="utf-8"))
     assert package["name"] == "caprl-nb"
-    assert package["version"] == caprl_nb.__version__, (
-        "labextension/package.json and caprl_nb/__about__.py must carry the same version"
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = re.search(r"^\[tool\.hatch\.version\]\n(.*?)^\[", pyproject, re.MULTILINE | re.DOTALL)
+    assert section, "pyproject.toml has no [tool.hatch.version]"
+    settings = {line.replace(" ", "") for line in section.group(1).splitlines()}
+    assert {'source="nodejs"', 'path="labextension/package.json"'} <= settings, (
+        "hatch must read the version from labextension/package.json, its one written copy"
+    )
+    literal = re.compile(r"""__version__\s*=\s*['"]\d+\.\d+""")
+    written = _offending_lines(literal, sorted((ROOT / "caprl_nb").glob("**/*.py")))
+    assert not written, "a second written copy of the version:\n" + "\n".join(written)
+    assert caprl_nb.__version__ == package["version"], (
+        f"the installed caprl_nb is {caprl_nb.__version__}, package.json says {package['version']}. "
+        + REINSTALL
     )
 
 

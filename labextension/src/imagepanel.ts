@@ -24,6 +24,7 @@ import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
 import { CapRLClient } from './api';
+import { node } from './widgets/shared/dom';
 
 /** The file types the commands are enabled on. */
 export const IMAGE_EXTENSIONS: ReadonlySet<string> = new Set([
@@ -52,12 +53,9 @@ export function pathLiteral(imagePath: string, notebookPath: string): string {
 }
 
 export function button(label: string, title: string): HTMLButtonElement {
-  const node = document.createElement('button');
-  node.type = 'button';
-  node.className = 'jp-caprl-Button';
-  node.textContent = label;
-  node.title = title;
-  return node;
+  const el = node('button', 'jp-caprl-Button', { type: 'button', title });
+  el.textContent = label;
+  return el;
 }
 
 /** `model · 1.23 s · stopped: length · from the store`, the facts every reply carries. */
@@ -194,9 +192,7 @@ export abstract class ImageResultView<T> extends Widget {
     tag: K,
     part: string
   ): HTMLElementTagNameMap[K] {
-    const node = document.createElement(tag);
-    node.className = `jp-caprl-ImageView-${part} ${this._spec.prefix}-${part}`;
-    return node;
+    return node(tag, `jp-caprl-ImageView-${part} ${this._spec.prefix}-${part}`);
   }
 
   /** One line of text: "Captioning…", the caption itself, or the error. */

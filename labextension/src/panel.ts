@@ -19,6 +19,7 @@ import {
   shortModelName,
   stateLabel
 } from './status';
+import { node } from './widgets/shared/dom';
 
 /** Where to read about CapRL. */
 export const DOCS_URL = 'https://github.com/InternLM/CapRL';
@@ -50,12 +51,11 @@ function element<K extends keyof HTMLElementTagNameMap>(
   className: string,
   text?: string
 ): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
+  const el = node(tag, className);
   if (text !== undefined) {
-    node.textContent = text;
+    el.textContent = text;
   }
-  return node;
+  return el;
 }
 
 function section(title: string): {
