@@ -122,7 +122,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
         where = "the error: lines above"
     errors = frame["error"].dropna()
     if len(errors):
-        _say(f"{len(errors)} of {len(frame)} image(s) failed ({error_kinds(errors)}); see {where}.")
+        kinds = error_kinds(frame["error_type"].dropna())
+        _say(f"{len(errors)} of {len(frame)} image(s) failed ({kinds}); see {where}.")
     return 1 if len(errors) else 0
 
 

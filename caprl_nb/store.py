@@ -311,6 +311,8 @@ class StoredResult:
     completion_tokens: int | None
     latency_s: float | None
     created_at: float
+    base_url: str | None = None
+    server_version: str | None = None
 
 
 _RESULT_FIELDS = (
@@ -319,7 +321,8 @@ _RESULT_FIELDS = (
     "sent_width", "sent_height", "created_at", "checkpoint", "key_version", "adopted_as",
 )
 _HIT_FIELDS = (
-    "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at"
+    "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at, "
+    "base_url, server_version"
 )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from caprl_nb import images
+from caprl_nb.cells import is_missing
 from caprl_nb.errors import ConfigError
 from caprl_nb.fetch import public_url
 from caprl_nb.store import ResultStore
@@ -75,8 +76,7 @@ def item_key(image: object, text: object) -> str:
     """The key a decision is stored under: (image identity, original text)."""
     h = hashlib.sha256(_image_identity(image))
     h.update(b"\0text\0")
-    missing = text is None or (not isinstance(text, str) and bool(pd.isna(text)))
-    h.update(b"" if missing else str(text).encode())
+    h.update(b"" if is_missing(text) else str(text).encode())
     return h.hexdigest()
 
 
