@@ -75,9 +75,6 @@ __all__ = [
     "TruncatedError",
     "UnsupportedImageError",
     "ValidationError",
-    "error_class",
-    "error_label",
-    "row_error",
 ]
 
 
