@@ -36,7 +36,6 @@ from caprl_nb.errors import (
     CheckpointChangedError,
     ConfigError,
     NotStoredError,
-    ServerUnavailableError,
     StoreError,
     row_error,
     warn,
@@ -219,34 +218,11 @@ class BatchRunner:
         s = self.settings
         if s.offline:
             return self._offline_identity()
-        deadline = time.monotonic() + s.wait_for_server
-        next_word = 0.0
-        while True:
-            try:
-                info = await client.server_info(s.model)
-            except ServerUnavailableError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if s.wait_for_server:
-                        msg = f"{exc} Waited {s.wait_for_server:g} s (wait_for_server=)."
-                    else:
-                        msg = (
-                            f"{exc} If it is still starting, pass wait_for_server=600 (or set "
-                            "CAPRL_WAIT_FOR_SERVER) to wait for it."
-                        )
-                    raise ServerUnavailableError(msg) from exc
-                if time.monotonic() >= next_word:
-                    self._say(
-                        f"waiting up to {left:.0f} s more for the server at {s.base_url} "
-                        "to answer (wait_for_server=)"
-                    )
-                    next_word = time.monotonic() + 15
-                await asyncio.sleep(min(1.0, left))
-                continue
-            self.status = None
-            if self.store is not None:
-                self._memo(self.store.remember_server, info)
-            return info
+        info = await client.discover(s.model, s.wait_for_server, self._say)
+        self.status = None
+        if self.store is not None:
+            self._memo(self.store.remember_server, info)
+        return info
 
     def _offline_identity(self) -> ServerInfo:
         assert self.store is not None
