@@ -140,7 +140,7 @@ class BatchResults:
         return RowResult(
             text=self.text[i], error=self.error[i], error_type=self.error_type[i],
             cached=bool(self.cached[i]), model=self.model[i], checkpoint=self.checkpoint[i],
-            latency_s=None if latency != latency else latency,
+            latency_s=None if np.isnan(latency) else latency,
             prompt_tokens=known(self.prompt_tokens[i]),
             completion_tokens=known(self.completion_tokens[i]),
             finish_reason=self.finish_reason[i], attempts=int(self.attempts[i]), input=self.input[i],
@@ -537,7 +537,8 @@ def run_batch(
         raise outcome["error"]
     for note in runner.notes:
         warn(note)
-    return outcome["value"]
+    value: BatchResults = outcome["value"]
+    return value
 
 
 def _progress_bar(total: int, description: str, enabled: bool) -> Any:

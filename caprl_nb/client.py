@@ -97,7 +97,7 @@ def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float:
     if retry_after is not None and retry_after >= 0:
         return min(cap, retry_after)
     base = min(cap, 0.5 * 2 ** (attempt - 1))
-    return base / 2 + random.uniform(0, base / 2)
+    return float(base / 2 + random.uniform(0, base / 2))
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

@@ -429,7 +429,8 @@ class EngineProcess:
         return ""
 
     def _healthy(self) -> bool:
-        from caprl_nb.client import is_healthy  # imported when needed: it brings openai and httpx
+        # imported when needed: the client brings openai and httpx
+        from caprl_nb.client import is_healthy
 
         return is_healthy(self.root_url, timeout=2.0)
 

@@ -45,6 +45,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import pandas as pd
 
 __all__ = [
@@ -224,8 +226,10 @@ class BatchError(CapRLError):
         self.total = total
         n = len(failure_cases)
         lines = [
-            f"{n} of {total} rows failed. Every successful row was stored; run the same call again "
-            "to retry only the failures, or pass errors='coerce' to get NA for failed rows.",
+            (
+                f"{n} of {total} rows failed. Every successful row was stored; run the same call "
+                "again to retry only the failures, or pass errors='coerce' to get NA for failed rows."
+            ),
         ]
         for index, row in failure_cases.head(20).iterrows():
             lines.append(f"  [{index!r}] {row['error']}")
@@ -261,7 +265,8 @@ def warn(message: str) -> None:
     from pathlib import Path
 
     package = str(Path(__file__).resolve().parent)
-    level, frame = 2, sys._getframe(1)
+    level = 2
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame = frame.f_back
         level += 1

@@ -18,7 +18,7 @@ keep whichever came first). Pass ``temperature=`` to sample anyway. ``max_tokens
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -71,12 +71,15 @@ def extraction_task(
         raise ConfigError("prompt must be a non-empty string; leave it out for the default.")
     if name == "extract":
         text = f"{text}\nJSON schema: {json.dumps(spec.json_schema, separators=(',', ':'))}"
-    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-             "repetition_penalty": repetition_penalty, "seed": seed}
-    sampling = Sampling(**{
-        "max_tokens": DEFAULT_MAX_TOKENS, "temperature": DEFAULT_TEMPERATURE,
-        **{k: v for k, v in given.items() if v is not None},
-    })
+    sampling = Sampling(
+        max_tokens=DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
+        top_p=Sampling.top_p if top_p is None else top_p,
+        repetition_penalty=(
+            Sampling.repetition_penalty if repetition_penalty is None else repetition_penalty
+        ),
+        seed=seed,
+    )
     def check(answer: str, finish_reason: str | None, sent_max_tokens: int) -> AnswerError | None:
         parsed = parse_answer(answer, finish_reason=finish_reason, max_tokens=sent_max_tokens)
         if parsed.value is None:
@@ -264,7 +267,7 @@ def chart_table(
     tables = pd.Series([None] * len(frame), index=frame.index, dtype=object, name="table")
     for i, answer in enumerate(answers):
         if answer is not None:
-            tables.iat[i] = to_table(answer)
+            tables.iat[i] = cast(Any, to_table(answer))  # a DataFrame in an object Series
     if not details:
         return tables
     out = frame.drop(columns=["x", "series"])

@@ -175,12 +175,19 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
                     "status": status}
         self.finish(json.dumps(document))
 
-    async def image_file(self) -> tuple[str, Path]:
-        """The request's ``path`` and the image file it names, checked in a worker thread."""
+    @property
+    def root_dir(self) -> str:
+        """The Jupyter server's root directory (what the browser's paths are relative to)."""
+        serverapp = self.extensionapp.serverapp
+        assert serverapp is not None  # set once the extension is loaded, before any request
+        return str(serverapp.root_dir)
+
+    async def image_file(self) -> tuple[Any, Path]:
+        """The request's ``path`` (as sent) and the image file it names, checked in a worker thread."""
         path = self.body().get("path")
         app = self.extensionapp
         allow_hidden = bool(getattr(self.contents_manager, "allow_hidden", False))
-        full = await asyncio.to_thread(_image_file, app.serverapp.root_dir, path, allow_hidden, app.max_file_bytes)
+        full = await asyncio.to_thread(_image_file, self.root_dir, path, allow_hidden, app.max_file_bytes)
         return path, full
 
     def row_failed(self, result: RowResult) -> dict[str, Any]:
@@ -195,7 +202,7 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
             shown = self._shown(kind, error)
             if shown != error:  # a chosen server's reply, summarised: the kind, then our words
                 error = f"{error_label(kind)}: {shown}"
-        root = self.extensionapp.serverapp.root_dir
+        root = self.root_dir
         for base in {os.path.realpath(root), os.path.abspath(root)}:
             error = error.replace(base.rstrip(os.sep) + os.sep, "")
         return {"error": self._redact(error), "error_type": result.error_type, "status": self.get_status()}
@@ -273,7 +280,7 @@ class RecentHandler(CapRLHandler):
             return
         try:
             path = self.settings_now().store_path
-            root = self.extensionapp.serverapp.root_dir
+            root = self.root_dir
             results = await asyncio.to_thread(_recent, path, limit, root)
         except CapRLError as exc:
             self.fail(exc)

@@ -50,7 +50,7 @@ def source_name(value: object) -> str:
 
 def _image_identity(value: object) -> bytes:
     """Cheap, stable identity of an image value: a path or URL as text, in-memory data hashed."""
-    if isinstance(value, os.PathLike) or isinstance(value, str):
+    if isinstance(value, (os.PathLike, str)):
         text = os.fspath(value)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "surrogateescape")
