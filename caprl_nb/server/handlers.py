@@ -40,7 +40,7 @@ from caprl_nb.errors import (
     error_label,
 )
 from caprl_nb.extract.columns import chart_answer_table, chart_task
-from caprl_nb.prompts import caption_task
+from caprl_nb.prompts import Task, caption_task
 from caprl_nb.rows import run_one
 from caprl_nb.server.paths import relative_input, resolve_inside, shown_input
 from caprl_nb.server.status import redact, summarise_untrusted
@@ -231,40 +231,50 @@ class StatusHandler(CapRLHandler):
         self.finish(json.dumps(document))
 
 
-class CaptionHandler(CapRLHandler):
-    """``POST {"path": ...}``: that image's caption, from the store or the model server."""
+class ImageTaskHandler(CapRLHandler):
+    """``POST {"path": ...}``: one task over the image that path names, through
+    :func:`caprl_nb.rows.run_one`; a failed row answers with its ``error_type``'s status."""
+
+    def task(self) -> Task:
+        raise NotImplementedError
+
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        """The document for a row that succeeded."""
+        raise NotImplementedError
 
     @tornado.web.authenticated
     @authorized
     async def post(self) -> None:
         try:
             path, full = await self.image_file()
-            result = await run_one(caption_task(), str(full), self.settings_now())
-        except CapRLError as exc:
-            self.fail(exc)
-            return
-        answer = self.row_failed(result) if result.error is not None else _captioned(result)
-        self.finish(json.dumps({"path": path, **answer}))
-
-
-class ExtractTableHandler(CapRLHandler):
-    """``POST {"path": ...}``: the chart in that image as a table (``caprl_nb.extract.chart_table``)."""
-
-    @tornado.web.authenticated
-    @authorized
-    async def post(self) -> None:
-        try:
-            path, full = await self.image_file()
-            result = await run_one(chart_task(), str(full), self.settings_now())
-            if result.error is not None:
-                answer = self.row_failed(result)
-            else:
-                assert result.text is not None
-                table = await asyncio.to_thread(chart_answer_table, result.text)
-                answer = _tabled(table, result)
+            result = await run_one(self.task(), str(full), self.settings_now())
+            answer = self.row_failed(result) if result.error is not None else await self.answer(result)
             self.finish(json.dumps({"path": path, **answer}, allow_nan=False))
         except CapRLError as exc:
             self.fail(exc)
+
+
+class CaptionHandler(ImageTaskHandler):
+    """``POST {"path": ...}``: that image's caption, from the store or the model server."""
+
+    def task(self) -> Task:
+        return caption_task()
+
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        return _captioned(result)
+
+
+class ExtractTableHandler(ImageTaskHandler):
+    """``POST {"path": ...}``: the chart in that image as a table (``caprl_nb.extract.chart_table``)."""
+
+    def task(self) -> Task:
+        return chart_task()
+
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        assert result.text is not None
+        # parsing the answer is CPU work: off the server's event loop
+        table = await asyncio.to_thread(chart_answer_table, result.text)
+        return _tabled(table, result)
 
 
 class RecentHandler(CapRLHandler):
