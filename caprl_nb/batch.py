@@ -36,6 +36,7 @@ from caprl_nb.errors import (
     CheckpointChangedError,
     ConfigError,
     NotStoredError,
+    ServerUnavailableError,
     StoreError,
     row_error,
     warn,
@@ -367,6 +368,8 @@ class BatchRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad row must not sink the batch: it becomes data
+            if self.watch is not None and exc is self.watch.dead:
+                raise  # the batch's verdict on the server: the worker stops (see run)
             return RowResult.failed(exc, description)
 
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
@@ -393,9 +396,11 @@ class BatchRunner:
             assert self.watch is not None
             for position, value in positions:
                 pending[position] = value
-                result = await self._row(value, client, pool)
-                dead = self.watch.dead
-                if dead is not None and result.error is not None and str(dead) in result.error:
+                try:
+                    result = await self._row(value, client, pool)
+                except ServerUnavailableError as exc:
+                    if exc is not self.watch.dead:
+                        raise
                     break  # left for the one verdict below, with the rows never started
                 del pending[position]
                 results.set(position, result)
