@@ -16,8 +16,8 @@ from tornado.httpclient import HTTPClientError
 
 from caprl_nb import errors
 from caprl_nb.engine import free_port
-from caprl_nb.server import handlers
 from caprl_nb.errors import error_class
+from caprl_nb.server import handlers
 from caprl_nb.server.handlers import http_status
 from caprl_nb.server.status import parse_metrics
 from caprl_nb.store import ResultStore
