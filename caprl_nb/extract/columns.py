@@ -217,9 +217,10 @@ def extract(
     gains a ``page`` column (1-based; NA for other rows) and repeats the row's label once per
     page. ``max_pdf_pages=`` (default 200) caps the pages read from one PDF (a warning names
     each longer file); ``max_pdf_bytes=`` (default 256 MiB) the size of one PDF (a bigger one
-    is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds ``error_type`` (the :mod:`caprl_nb.errors` class of each failure), the model's text (``raw``) and provenance (``cached``,
-    ``model``, ``checkpoint``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
-    ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
+    is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds
+    ``error_type`` (the :mod:`caprl_nb.errors` class of each failure), the model's text
+    (``raw``) and provenance (``cached``, ``model``, ``checkpoint``, ``latency_s``, tokens,
+    ``finish_reason``, ``attempts``). Sampling defaults to ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
     ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
     """
     spec = as_schema(schema)
