@@ -102,7 +102,7 @@ def main() -> None:
               f"({after_kill / bound:.2f} of the {bound:.0f} s bound = outage_timeout + 30 s); "
               f"{total:.1f} s in all")
         print(f"  {ok} of {len(files)} rows captioned before the kill, {len(errors)} failed with "
-              f"{errors.str.split(':').str[0].unique().tolist()}")
+              f"{out['error_type'].dropna().unique().tolist()}")
         print(f"  first error: {errors.iloc[0][:240]}" if len(errors) else "  no errors")
 
         _, total, out = run(files, port, Path(tmp) / "h2", args.kill_after, args.restart_after,

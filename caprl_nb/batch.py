@@ -32,15 +32,18 @@ from caprl_nb import images
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
 from caprl_nb.errors import (
+    AnswerError,
     CheckpointChangedError,
     ConfigError,
+    NotStoredError,
     ServerUnavailableError,
     StoreError,
+    row_error,
     warn,
 )
 from caprl_nb.health import ServerWatch
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
-from caprl_nb.prompts import Task
+from caprl_nb.prompts import Task, nonempty
 from caprl_nb.store import ResultStore, StoredResult
 
 __all__ = ["BatchResults", "BatchRunner", "RowResult", "run_batch", "token_budget"]
@@ -48,13 +51,16 @@ __all__ = ["BatchResults", "BatchRunner", "RowResult", "run_batch", "token_budge
 
 @dataclass(slots=True)
 class RowResult:
-    """The outcome of one row: ``text`` or ``error``, with where and how it came.
+    """The outcome of one row: ``text`` or ``error`` (with ``error_type``), with where and how it came.
 
-    Slotted and small: a batch holds one per row until it returns.
+    Slotted and small: a batch holds one per row until it returns. ``key``, ``base_url``,
+    ``server_version`` and ``created_at`` (the stored record's provenance) are filled for a
+    row that was answered, but a batch does not keep them (:func:`caprl_nb.rows.run_one` returns them).
     """
 
     text: str | None = None
     error: str | None = None
+    error_type: str | None = None  # the caprl_nb.errors class name of ``error`` (see row_error)
     cached: bool = False
     model: str | None = None  # the served alias the request named
     checkpoint: str | None = None  # the weights that answered (see caprl_nb.plan)
@@ -64,20 +70,39 @@ class RowResult:
     finish_reason: str | None = None
     attempts: int = 0
     input: str | None = None  # the row's input, described; kept for failed rows only
+    key: str | None = None  # the store key of the answer
+    base_url: str | None = None
+    server_version: str | None = None
+    created_at: float | None = None  # when the answer was stored (None: it was not)
+
+    @classmethod
+    def failed(cls, exc: BaseException, description: str) -> RowResult:
+        """A failed row: ``exc``'s text naming the row's input, its class as ``error_type``."""
+        text = row_error(exc)
+        if description and description not in text:
+            text = f"{text} [input: {description}]"
+        return cls(error=text, error_type=type(exc).__name__, input=description)
+
+
+def _strings(total: int) -> list[str | None]:
+    return [None] * total
 
 
 class BatchResults:
     """One batch's outcomes, held as columns: a few bytes per row beyond the texts themselves.
 
-    Indexing or iterating gives :class:`RowResult` views; :meth:`columns` gives pandas-ready arrays.
+    Indexing or iterating gives :class:`RowResult` views; the attributes are pandas-ready arrays.
     """
-
-    _OBJECTS = ("text", "error", "model", "checkpoint", "finish_reason", "input")
 
     def __init__(self, total: int) -> None:
         self.total = total
-        for name in self._OBJECTS:
-            setattr(self, name, [None] * total)
+        self.text = _strings(total)
+        self.error = _strings(total)
+        self.error_type = _strings(total)
+        self.model = _strings(total)
+        self.checkpoint = _strings(total)
+        self.finish_reason = _strings(total)
+        self.input = _strings(total)
         self.cached = np.zeros(total, dtype=bool)
         self.latency_s = np.full(total, np.nan)
         # -1 marks "unknown" (a failed row, or a server that reported no usage).
@@ -91,6 +116,7 @@ class BatchResults:
         self.error[i] = r.error
         self.input[i] = r.input
         # A handful of distinct values repeated on every row: share one string object.
+        self.error_type[i] = sys.intern(r.error_type) if r.error_type else None
         self.model[i] = sys.intern(r.model) if r.model else None
         self.checkpoint[i] = sys.intern(r.checkpoint) if r.checkpoint else None
         self.finish_reason[i] = sys.intern(r.finish_reason) if r.finish_reason else None
@@ -107,13 +133,15 @@ class BatchResults:
     def __getitem__(self, i: int) -> RowResult:
         if not self.done[i]:
             return RowResult(error="not run")
+
         def known(value: int) -> int | None:
             return None if value < 0 else int(value)
+
         latency = float(self.latency_s[i])
         return RowResult(
-            text=self.text[i], error=self.error[i], cached=bool(self.cached[i]),
-            model=self.model[i], checkpoint=self.checkpoint[i],
-            latency_s=None if latency != latency else latency,
+            text=self.text[i], error=self.error[i], error_type=self.error_type[i],
+            cached=bool(self.cached[i]), model=self.model[i], checkpoint=self.checkpoint[i],
+            latency_s=None if np.isnan(latency) else latency,
             prompt_tokens=known(self.prompt_tokens[i]),
             completion_tokens=known(self.completion_tokens[i]),
             finish_reason=self.finish_reason[i], attempts=int(self.attempts[i]), input=self.input[i],
@@ -123,20 +151,11 @@ class BatchResults:
         return (self[i] for i in range(self.total))
 
 
-def _describe_error(exc: BaseException, description: str) -> str:
-    text = str(exc) or type(exc).__name__
-    if description and description not in text:
-        text = f"{text} [input: {description}]"
-    return f"{type(exc).__name__}: {text}"
-
-
-def _unusable(task: Task, text: str, finish_reason: str | None, max_tokens: int) -> str | None:
+def _unusable(task: Task, text: str, finish_reason: str | None, max_tokens: int) -> AnswerError | None:
     """Why an answer must not be kept (empty, or failing the task's own check), or None."""
-    if not text.strip():
-        return (
-            f"EmptyAnswerError: the server returned an empty answer (finish_reason="
-            f"{finish_reason!r}). Check the server's log; the row is retried on the next run."
-        )
+    empty = nonempty(text, finish_reason, max_tokens)
+    if empty is not None:
+        return empty
     return task.check(text, finish_reason, max_tokens) if task.check is not None else None
 
 
@@ -200,34 +219,11 @@ class BatchRunner:
         s = self.settings
         if s.offline:
             return self._offline_identity()
-        deadline = time.monotonic() + s.wait_for_server
-        next_word = 0.0
-        while True:
-            try:
-                info = await client.server_info(s.model)
-            except ServerUnavailableError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if s.wait_for_server:
-                        msg = f"{exc} Waited {s.wait_for_server:g} s (wait_for_server=)."
-                    else:
-                        msg = (
-                            f"{exc} If it is still starting, pass wait_for_server=600 (or set "
-                            "CAPRL_WAIT_FOR_SERVER) to wait for it."
-                        )
-                    raise ServerUnavailableError(msg) from exc
-                if time.monotonic() >= next_word:
-                    self._say(
-                        f"waiting up to {left:.0f} s more for the server at {s.base_url} "
-                        "to answer (wait_for_server=)"
-                    )
-                    next_word = time.monotonic() + 15
-                await asyncio.sleep(min(1.0, left))
-                continue
-            self.status = None
-            if self.store is not None:
-                self._memo(self.store.remember_server, info)
-            return info
+        info = await client.discover(s.model, s.wait_for_server, self._say)
+        self.status = None
+        if self.store is not None:
+            self._memo(self.store.remember_server, info)
+        return info
 
     def _offline_identity(self) -> ServerInfo:
         assert self.store is not None
@@ -301,14 +297,15 @@ class BatchRunner:
                         text=hit.text, cached=True, model=hit.model, checkpoint=plan.checkpoint,
                         latency_s=hit.latency_s,
                         prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
-                        finish_reason=hit.finish_reason,
+                        finish_reason=hit.finish_reason, key=hit.key, base_url=hit.base_url,
+                        server_version=hit.server_version, created_at=hit.created_at,
                     )
             if self.settings.offline:
                 msg = (
                     f"Not in the result store for {plan.checkpoint!r}, and offline=True sends "
                     "nothing to a server. Run again with the server up to caption it."
                 )
-                return RowResult(error=f"NotStoredError: {msg} [input: {description}]", input=description)
+                return RowResult.failed(NotStoredError(msg), description)
             payload = await loop.run_in_executor(
                 pool, lambda: images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
             )
@@ -332,16 +329,18 @@ class BatchRunner:
                 # Not an answer: never stored, so the next run asks again. The text stays with
                 # the row (details=True) for a parse failure; an empty one is just missing.
                 return RowResult(
-                    text=completion.text or None, error=f"{why} [input: {description}]",
-                    model=plan.info.model, latency_s=completion.latency_s,
+                    text=completion.text or None, error=f"{row_error(why)} [input: {description}]",
+                    error_type=type(why).__name__, model=plan.info.model, latency_s=completion.latency_s,
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
                     finish_reason=completion.finish_reason, attempts=completion.attempts,
                     input=description,
                 )
+            info = plan.info
+            created_at = None
             if store is not None:
-                info = plan.info
                 try:
+                    now = time.time()
                     store.put(
                         key=key, task=self.task.name, image_sha256=source.sha256,
                         input=description, model=info.model, model_root=info.root,
@@ -352,7 +351,9 @@ class BatchRunner:
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,
                         latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
+                        created_at=now,
                     )
+                    created_at = now
                 except StoreError as exc:
                     # The answer is paid for: the row keeps it; only the next run's re-use is lost.
                     self._note(f"Some answers could not be stored (a re-run asks again): {exc}")
@@ -362,19 +363,26 @@ class BatchRunner:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
                 finish_reason=completion.finish_reason, attempts=completion.attempts,
+                key=key, base_url=info.base_url, server_version=info.version, created_at=created_at,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad row must not sink the batch: it becomes data
-            return RowResult(error=_describe_error(exc, description), input=description)
+            if self.watch is not None and exc is self.watch.dead:
+                raise  # the batch's verdict on the server: the worker stops (see run)
+            return RowResult.failed(exc, description)
 
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1
 
     # -- the batch ------------------------------------------------------------------------
-    async def run(self, values: Iterable[object], total: int) -> BatchResults:
+    async def run(
+        self, values: Iterable[object], total: int,
+        on_row: Callable[[int, RowResult], None] | None = None,
+    ) -> BatchResults:
         """One result per value, in order. Raises only when no server answers at the start
-        (ServerUnavailableError) or a setting cannot work; every other failure is a row's."""
+        (ServerUnavailableError) or a setting cannot work; every other failure is a row's.
+        ``on_row(position, result)`` sees each finished row's full record (provenance too)."""
         self._main = asyncio.current_task()
         if self._cancelled:
             raise asyncio.CancelledError
@@ -388,12 +396,16 @@ class BatchRunner:
             assert self.watch is not None
             for position, value in positions:
                 pending[position] = value
-                result = await self._row(value, client, pool)
-                dead = self.watch.dead
-                if dead is not None and result.error is not None and str(dead) in result.error:
+                try:
+                    result = await self._row(value, client, pool)
+                except ServerUnavailableError as exc:
+                    if exc is not self.watch.dead:
+                        raise
                     break  # left for the one verdict below, with the rows never started
                 del pending[position]
                 results.set(position, result)
+                if on_row is not None:
+                    on_row(position, result)
                 self.done += 1
                 self.failed += result.error is not None
                 self.cached += result.cached
@@ -432,12 +444,12 @@ class BatchRunner:
         dead: BaseException,
     ) -> None:
         """Every row not finished fails with the one error that says the server is gone."""
-        error = f"{type(dead).__name__}: {dead}"
+        error = row_error(dead)
         unfinished = np.flatnonzero(~results.done)
         for i in unfinished.tolist():
             value = pending[i] if i in pending else _value_at(values, i)
             description = f"row {i}" if value is _UNKNOWN else images.describe(value)
-            results.set(i, RowResult(error=error, input=description))
+            results.set(i, RowResult(error=error, error_type=type(dead).__name__, input=description))
         self.done += len(unfinished)
         self.failed += len(unfinished)
         self._note(f"{len(unfinished)} unfinished row(s) failed at once. {error}")
@@ -530,7 +542,8 @@ def run_batch(
         raise outcome["error"]
     for note in runner.notes:
         warn(note)
-    return outcome["value"]
+    value: BatchResults = outcome["value"]
+    return value
 
 
 def _progress_bar(total: int, description: str, enabled: bool) -> Any:

@@ -122,21 +122,22 @@ def cmd_caption(args: argparse.Namespace) -> int:
         where = "the error: lines above"
     errors = frame["error"].dropna()
     if len(errors):
-        _say(f"{len(errors)} of {len(frame)} image(s) failed ({error_kinds(errors)}); see {where}.")
+        kinds = error_kinds(frame["error_type"].dropna())
+        _say(f"{len(errors)} of {len(frame)} image(s) failed ({kinds}); see {where}.")
     return 1 if len(errors) else 0
 
 
 def _show(frame: Any, column: str) -> None:
     """Every row for a terminal: its path and how it went, then its text or its error."""
-    import pandas as pd
+    from caprl_nb.cells import is_missing
 
     rows = zip(frame["path"], frame[column], frame["error"], frame["cached"], frame["latency_s"])
     for path, text, error, cached, latency in rows:
-        if not pd.isna(error):
+        if not is_missing(error):
             tag, body = "failed", f"error: {error}"
         else:
-            tag = "cached" if not pd.isna(cached) and cached else "-" if pd.isna(latency) else f"{latency:.1f}s"
-            body = "(no text)" if pd.isna(text) or not text else str(text)
+            tag = "cached" if not is_missing(cached) and cached else "-" if is_missing(latency) else f"{latency:.1f}s"
+            body = "(no text)" if is_missing(text) or not text else str(text)
         print(f"== {path}  ({tag})")
         print(body)
         print(flush=True)

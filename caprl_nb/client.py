@@ -31,7 +31,8 @@ from caprl_nb.errors import (
 )
 
 __all__ = [
-    "CapRLClient", "Completion", "ServerInfo", "Watch", "fetch_plain", "fetch_server_info", "retry_delay",
+    "CapRLClient", "Completion", "ServerInfo", "Watch", "fetch_plain", "fetch_server_info", "is_healthy",
+    "retry_delay",
 ]
 
 T = TypeVar("T")
@@ -96,7 +97,7 @@ def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float:
     if retry_after is not None and retry_after >= 0:
         return min(cap, retry_after)
     base = min(cap, 0.5 * 2 ** (attempt - 1))
-    return base / 2 + random.uniform(0, base / 2)
+    return float(base / 2 + random.uniform(0, base / 2))
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -301,6 +302,36 @@ class CapRLClient:
         """Ask ``/v1/models`` and ``/version``; pick ``model`` or the single model listed."""
         return await fetch_server_info(self.settings, model, self._openai)
 
+    async def discover(
+        self, model: str | None, wait_s: float, on_wait: Callable[[str], None]
+    ) -> ServerInfo:
+        """The server's account of itself (:meth:`server_info`), waited for up to ``wait_s``
+        seconds while nothing answers; ``on_wait`` hears every 15 s what is being waited for."""
+        base_url = self.settings.base_url
+        deadline = time.monotonic() + wait_s
+        next_word = 0.0
+        while True:
+            try:
+                return await self.server_info(model)
+            except ServerUnavailableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if wait_s:
+                        msg = f"{exc} Waited {wait_s:g} s (wait_for_server=)."
+                    else:
+                        msg = (
+                            f"{exc} If it is still starting, pass wait_for_server=600 (or set "
+                            "CAPRL_WAIT_FOR_SERVER) to wait for it."
+                        )
+                    raise ServerUnavailableError(msg) from exc
+                if time.monotonic() >= next_word:
+                    on_wait(
+                        f"waiting up to {left:.0f} s more for the server at {base_url} "
+                        "to answer (wait_for_server=)"
+                    )
+                    next_word = time.monotonic() + 15
+                await asyncio.sleep(min(1.0, left))
+
 
 async def fetch_server_info(
     settings: Settings, model: str | None = None, client: openai.AsyncOpenAI | None = None
@@ -394,3 +425,13 @@ async def fetch_plain(settings: Settings, path: str) -> str | None:
     except httpx.HTTPError:
         return None
     return response.text if response.status_code == 200 else None
+
+
+def is_healthy(root_url: str, timeout: float = 2.0) -> bool:
+    """Whether vLLM's ``GET <root_url>/health`` answers 200 within ``timeout`` seconds; blocking
+    (``caprl-nb serve`` polls it while the engine starts)."""
+    try:
+        response = httpx.get(f"{root_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200

@@ -23,8 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -431,11 +429,10 @@ class EngineProcess:
         return ""
 
     def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.root_url}/health", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        # imported when needed: the client brings openai and httpx
+        from caprl_nb.client import is_healthy
+
+        return is_healthy(self.root_url, timeout=2.0)
 
     def wait_ready(self, timeout: float = 240.0) -> None:
         """Poll ``/health`` until it answers 200; fail fast, with the log's tail, if the server exits."""

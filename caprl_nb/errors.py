@@ -24,32 +24,48 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
     │   ├── RequestRejectedError    a 4xx the server will never accept as sent
     │   ├── ServerBusyError         429 / 5xx after all retries
     │   └── EngineError             `caprl-nb serve` could not start the engine
+    ├── AnswerError                 an answer that cannot be kept (never stored; retried next run)
+    │   ├── EmptyAnswerError        the completion was empty
+    │   ├── ParseError              no JSON object could be read from the answer
+    │   ├── TruncatedError          cut off at max_tokens before the JSON object was complete
+    │   └── ValidationError         JSON that does not satisfy the schema
+    ├── NotStoredError              offline=True and the row's answer is not in the store
     ├── StoreError                  the SQLite result store
     └── BatchError                  errors="raise": every failed row, as a DataFrame
 
     CapRLWarning (UserWarning)      failed rows under errors="coerce"; settings adjusted to fit
+
+A failed row is data, not an exception: its ``error`` text reads ``"<kind>: <message>"`` and its
+``error_type`` is the class name here (``"ImageDecodeError"``); :func:`row_error` writes the text,
+:func:`error_class` finds the class again from ``error_type``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import pandas as pd
 
 __all__ = [
+    "AnswerError",
     "BatchError",
     "CapRLError",
     "CapRLWarning",
     "CheckpointChangedError",
     "ColumnNotFoundError",
     "ConfigError",
+    "EmptyAnswerError",
     "EngineError",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
     "ImageTooLargeError",
     "ModelNotChosenError",
+    "NotStoredError",
+    "ParseError",
     "PathNotAllowedError",
     "RequestRejectedError",
     "ServerBusyError",
@@ -58,7 +74,9 @@ __all__ = [
     "ServerUnavailableError",
     "SettingNotAllowedError",
     "StoreError",
+    "TruncatedError",
     "UnsupportedImageError",
+    "ValidationError",
 ]
 
 
@@ -159,6 +177,38 @@ class EngineError(ServerError):
     """The model-server engine (vLLM) could not be found or started."""
 
 
+class AnswerError(CapRLError):
+    """The server answered, but the answer cannot be kept: it is never stored, so the next run
+    asks again. A row's failure (its ``error_type``), not something a call raises."""
+
+    # How the row's error text names the kind (``"<label>: <message>"``); the class name unless
+    # the text has always said something else.
+    label: ClassVar[str] = ""
+
+
+class EmptyAnswerError(AnswerError):
+    """The server returned an empty completion; check the server's log."""
+
+
+class ParseError(AnswerError):
+    """No JSON object could be read from a structured answer (not JSON, or none in it)."""
+
+
+class TruncatedError(AnswerError):
+    """The answer was cut off at ``max_tokens`` before its JSON object was complete; raise
+    ``max_tokens``. Its rows' error text says ``"Truncated: ..."``, as it always has."""
+
+    label = "Truncated"
+
+
+class ValidationError(AnswerError):
+    """A JSON answer that does not satisfy the schema (the field and the rule are named)."""
+
+
+class NotStoredError(CapRLError):
+    """``offline=True`` sends nothing to a server, and this row's answer is not in the store."""
+
+
 class StoreError(CapRLError):
     """The SQLite result store could not be opened or written."""
 
@@ -166,8 +216,8 @@ class StoreError(CapRLError):
 class BatchError(CapRLError):
     """Raised by ``errors="raise"`` after the whole batch ran; carries every failed row.
 
-    ``failure_cases`` is a DataFrame indexed like the input with the columns ``input`` and
-    ``error``. Everything that succeeded was stored, so running the call again only retries
+    ``failure_cases`` is a DataFrame indexed like the input with the columns ``input``,
+    ``error`` and ``error_type``. Everything that succeeded was stored, so running the call again only retries
     the failures.
     """
 
@@ -176,8 +226,10 @@ class BatchError(CapRLError):
         self.total = total
         n = len(failure_cases)
         lines = [
-            f"{n} of {total} rows failed. Every successful row was stored; run the same call again "
-            "to retry only the failures, or pass errors='coerce' to get NA for failed rows.",
+            (
+                f"{n} of {total} rows failed. Every successful row was stored; run the same call "
+                "again to retry only the failures, or pass errors='coerce' to get NA for failed rows."
+            ),
         ]
         for index, row in failure_cases.head(20).iterrows():
             lines.append(f"  [{index!r}] {row['error']}")
@@ -190,6 +242,22 @@ class CapRLWarning(UserWarning):
     """A batch finished with failed rows (errors="coerce"), or a setting was adjusted to fit."""
 
 
+def row_error(exc: BaseException) -> str:
+    """A failed row's ``error`` text: ``"ImageDecodeError: <message>"`` (the kind, then why)."""
+    return f"{error_label(type(exc))}: {str(exc) or type(exc).__name__}"
+
+
+def error_label(kind: type[BaseException]) -> str:
+    """How a row's error text names ``kind``: its class name (``"Truncated"`` for TruncatedError)."""
+    return getattr(kind, "label", "") or kind.__name__
+
+
+def error_class(error_type: object) -> type[CapRLError] | None:
+    """The caprl_nb error class a row's ``error_type`` names; None for any other name."""
+    cls = globals().get(error_type) if isinstance(error_type, str) else None
+    return cls if isinstance(cls, type) and issubclass(cls, CapRLError) else None
+
+
 def warn(message: str) -> None:
     """Issue a CapRLWarning attributed to the first caller outside caprl_nb (the user's line)."""
     import sys
@@ -197,7 +265,8 @@ def warn(message: str) -> None:
     from pathlib import Path
 
     package = str(Path(__file__).resolve().parent)
-    level, frame = 2, sys._getframe(1)
+    level = 2
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame = frame.f_back
         level += 1

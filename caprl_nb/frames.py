@@ -28,7 +28,7 @@ __all__ = [
 Errors = Literal["coerce", "raise"]
 
 DETAIL_COLUMNS = (
-    "error", "cached", "model", "checkpoint", "latency_s", "prompt_tokens", "completion_tokens",
+    "error", "error_type", "cached", "model", "checkpoint", "latency_s", "prompt_tokens", "completion_tokens",
     "finish_reason", "attempts",
 )
 
@@ -103,7 +103,7 @@ def run_task(
         series.array, task, resolved, cache=cache, progress=progress, description=task.name
     )
     frame = _frame(results, series.index, task.output)
-    settle_failures(frame["error"], lambda: results.input, errors, report=report)
+    settle_failures(frame["error"], frame["error_type"], lambda: results.input, errors, report=report)
     if details:
         return frame
     return frame[task.output].rename(task.output)
@@ -111,12 +111,13 @@ def run_task(
 
 def settle_failures(
     error: pd.Series,
+    error_type: pd.Series,
     inputs: Callable[[], Sequence[str | None]],
     errors: Errors,
     *,
     report: bool = True,
 ) -> None:
-    """The ``errors=`` policy over a finished batch's ``error`` column.
+    """The ``errors=`` policy over a finished batch's ``error`` and ``error_type`` columns.
 
     ``"raise"``: one :class:`BatchError` carrying every failed row (``inputs()`` describes each
     row's input; it is only called then). ``"coerce"``: one summary warning, unless
@@ -126,10 +127,12 @@ def settle_failures(
     if not failed.any():
         return
     if errors == "raise":
-        cases = pd.DataFrame({"input": list(inputs()), "error": error}, index=error.index)
+        cases = pd.DataFrame(
+            {"input": list(inputs()), "error": error, "error_type": error_type}, index=error.index
+        )
         raise BatchError(cases[failed.to_numpy()], total=len(error))
     if report:
-        warn(failure_summary(error[failed]))
+        warn(failure_summary(error[failed], error_type[failed]))
 
 
 def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
@@ -141,6 +144,7 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
         {
             output: pd.array(results.text, dtype="string"),
             "error": pd.array(results.error, dtype="string"),
+            "error_type": pd.array(results.error_type, dtype="string"),
             "cached": results.cached,
             "model": pd.array(results.model, dtype="string"),
             "checkpoint": pd.array(results.checkpoint, dtype="string"),
@@ -155,14 +159,15 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
     return frame
 
 
-def error_kinds(errors: Iterable[object]) -> str:
-    """``"3 ImageDecodeError, 1 ServerBusyError"``: failed rows counted by the kind of error."""
-    kinds = Counter(str(e).split(":", 1)[0] for e in errors)
+def error_kinds(error_types: Iterable[object]) -> str:
+    """``"3 ImageDecodeError, 1 ServerBusyError"``: failed rows counted by their ``error_type``."""
+    kinds = Counter(str(kind) for kind in error_types)
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
-def failure_summary(errors: pd.Series) -> str:
-    why = error_kinds(errors)
+def failure_summary(errors: pd.Series, error_types: pd.Series) -> str:
+    """The warning for failed rows (``errors`` and their ``error_types``, failed rows only)."""
+    why = error_kinds(error_types)
     first = str(errors.iloc[0])
     return (
         f"{len(errors)} row(s) failed ({why}); they are NA. First: {first}. "
@@ -189,7 +194,7 @@ def caption(
 
     ``images``: a Series (its index is kept) or any sequence of paths, URLs, bytes, data URLs,
     PIL images or arrays. ``details=True`` returns a DataFrame with ``caption`` plus
-    ``error``, ``cached``, ``model`` (the served alias), ``checkpoint`` (the weights that
+    ``error``, ``error_type`` (the :mod:`caprl_nb.errors` class name), ``cached``, ``model`` (the served alias), ``checkpoint`` (the weights that
     answered), ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
     ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
     carrying every failed row after the whole batch ran (everything good is stored).

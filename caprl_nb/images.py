@@ -24,7 +24,6 @@ import base64
 import binascii
 import hashlib
 import io
-import math
 import os
 import re
 import stat as stat_mod
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from caprl_nb.cells import is_missing
 from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError
 from caprl_nb.fetch import check_cap as _check_cap
 from caprl_nb.fetch import fetch, public_url
@@ -127,7 +127,7 @@ class ImageSource:
 def describe(value: object) -> str:
     """A short, human description of a cell for error messages; never raises."""
     try:
-        if _is_missing(value):
+        if is_missing(value):
             return f"missing value ({'None' if value is None else repr(value)})"
         if isinstance(value, Image.Image):
             return f"PIL image {value.width}x{value.height} {value.mode}"
@@ -176,7 +176,7 @@ def identify(
     whole download (connect, redirects, headers and body together).
     Every failure is an :class:`ImageError` whose message names the input and what to do.
     """
-    if _is_missing(value):
+    if is_missing(value):
         msg = f"The row's input is a {describe(value)}; there is no image to caption. Drop or fill missing rows first."
         raise UnsupportedImageError(msg)
     if isinstance(value, (Image.Image, np.ndarray)):  # held by reference (PIL) or as an 8-bit copy
@@ -223,15 +223,6 @@ def _as_pdf_page(value: object) -> Any:
     """``value`` if it is a :class:`caprl_nb.extract.pages.PdfPage`, else None."""
     pages = sys.modules.get("caprl_nb.extract.pages")  # never imported: value cannot be a page
     return value if pages is not None and isinstance(value, pages.PdfPage) else None
-
-
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return math.isnan(value)
-    pd = sys.modules.get("pandas")  # if pandas was never imported, value cannot be pd.NA/pd.NaT
-    return pd is not None and (value is pd.NA or value is pd.NaT)
 
 
 def _short(text: str, limit: int = 160) -> str:

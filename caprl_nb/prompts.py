@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from caprl_nb.errors import ConfigError
+from caprl_nb.errors import AnswerError, ConfigError, EmptyAnswerError
 
 __all__ = ["CAPTION_PROMPT", "Sampling", "Task", "ask_task", "caption_task", "nonempty"]
 
@@ -57,7 +57,7 @@ class Task:
     schema_name: str = "answer"
     # check(text, finish_reason, max_tokens_sent) -> why the answer is unusable, or None.
     # A row whose answer fails it is a failed row: never stored as an answer, retried next run.
-    check: Callable[[str, str | None, int], str | None] | None = field(
+    check: Callable[[str, str | None, int], AnswerError | None] | None = field(
         default=None, compare=False, repr=False
     )
 
@@ -130,12 +130,12 @@ def _sampling(
     return Sampling(**{k: v for k, v in given.items() if v is not None})
 
 
-def nonempty(text: str, finish_reason: str | None, max_tokens: int) -> str | None:
+def nonempty(text: str, finish_reason: str | None, max_tokens: int) -> EmptyAnswerError | None:
     """The check every free-text task runs: an empty completion is not an answer."""
     if text.strip():
         return None
-    return (
-        f"EmptyAnswerError: the server returned an empty answer (finish_reason={finish_reason!r}). "
+    return EmptyAnswerError(
+        f"the server returned an empty answer (finish_reason={finish_reason!r}). "
         "Check the server's log; the row is retried on the next run."
     )
 

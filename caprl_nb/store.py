@@ -11,8 +11,9 @@ Rows written before keys named the checkpoint (``key_version`` 1) stay readable 
 nothing until adopted: :meth:`ResultStore.adopt` says which checkpoint an alias's old rows came
 from (``caprl-nb store adopt caprl internlm/CapRL-3B``).
 
-Schema changes are an append-only list of migrations (``MIGRATIONS``); the ``schema_migrations``
-table records which ran. Never edit or reorder a migration that has shipped: append a new one.
+Schema changes are named migrations in :mod:`caprl_nb.migrations` (an append-only list; the
+``_migrations`` table records which ran, by name). The review widgets keep their decisions in
+the same file (:mod:`caprl_nb.widgets.review_store`).
 
 Many processes share one store (two notebooks captioning at once, a Jupyter server answering
 status probes, a CLI run):
@@ -44,9 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from caprl_nb import migrations
 from caprl_nb.client import ServerInfo
 from caprl_nb.errors import StoreError, warn
 from caprl_nb.images import FileStat
+from caprl_nb.migrations import MIGRATIONS
 
 __all__ = [
     "MIGRATIONS",
@@ -60,114 +63,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-
-def _m001_results(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE results (
-            key TEXT PRIMARY KEY,
-            task TEXT NOT NULL,
-            image_sha256 TEXT NOT NULL,
-            input TEXT,
-            model TEXT NOT NULL,
-            model_root TEXT,
-            base_url TEXT,
-            server_version TEXT,
-            params TEXT NOT NULL,
-            text TEXT NOT NULL,
-            finish_reason TEXT,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            latency_s REAL,
-            sent_width INTEGER,
-            sent_height INTEGER,
-            created_at REAL NOT NULL
-        )
-        """
-    )
-    db.execute("CREATE INDEX results_image ON results (image_sha256)")
-
-
-def _m002_file_hashes(db: sqlite3.Connection) -> None:
-    # (path, size, mtime) -> sha256, so a re-run over unchanged files reads no image bytes.
-    db.execute(
-        """
-        CREATE TABLE file_hashes (
-            path TEXT PRIMARY KEY,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            sha256 TEXT NOT NULL
-        )
-        """
-    )
-
-
-def _m003_servers(db: sqlite3.Connection) -> None:
-    # What each base URL served last (offline=True answers as that checkpoint, and says so).
-    db.execute(
-        """
-        CREATE TABLE servers (
-            base_url TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            model_root TEXT,
-            max_model_len INTEGER,
-            version TEXT,
-            seen_at REAL NOT NULL
-        )
-        """
-    )
-
-
-def _m004_reviews(db: sqlite3.Connection) -> None:
-    # A reviewer's decision on one (image, caption) pair: keyed by widgets.reviews.item_key.
-    db.execute(
-        """
-        CREATE TABLE reviews (
-            item TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            edited_caption TEXT,
-            updated_at REAL NOT NULL
-        )
-        """
-    )
-
-
-def _m005_checkpoints(db: sqlite3.Connection) -> None:
-    # Keys name the checkpoint (key_version 2). Older rows keep key_version 1 and answer only
-    # once a user adopts them for a checkpoint (adopted_as).
-    db.execute("ALTER TABLE results ADD COLUMN checkpoint TEXT")
-    db.execute("ALTER TABLE results ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1")
-    db.execute("ALTER TABLE results ADD COLUMN adopted_as TEXT")
-    db.execute("CREATE INDEX results_adopted ON results (adopted_as) WHERE adopted_as IS NOT NULL")
-    db.execute("ALTER TABLE servers ADD COLUMN parent TEXT")
-
-
-def _m006_file_hashes_racy(db: sqlite3.Connection) -> None:
-    # The memo also checks inode and ctime, and knows when it was written, so a file rewritten
-    # within the filesystem's timestamp resolution is hashed again (git's "racy" rule).
-    db.execute("DROP TABLE file_hashes")
-    db.execute(
-        """
-        CREATE TABLE file_hashes (
-            path TEXT PRIMARY KEY,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            ino INTEGER NOT NULL,
-            ctime_ns INTEGER NOT NULL,
-            sha256 TEXT NOT NULL
-        )
-        """
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_results,
-    _m002_file_hashes,
-    _m003_servers,
-    _m004_reviews,
-    _m005_checkpoints,
-    _m006_file_hashes_racy,
-]
 
 # A file's hash is remembered only once its timestamps are this much older than the moment it
 # was hashed: coarser filesystems (FAT: 2 s; NFS and SMB caches) could otherwise hide a rewrite
@@ -255,16 +150,6 @@ def _unescape(point: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
 
 
-def _applied(db: sqlite3.Connection) -> set[int] | None:
-    """The migrations recorded as applied; None when the store has no migrations table yet."""
-    exists = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if exists is None:
-        return None
-    return {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-
-
 def _is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -311,6 +196,8 @@ class StoredResult:
     completion_tokens: int | None
     latency_s: float | None
     created_at: float
+    base_url: str | None = None
+    server_version: str | None = None
 
 
 _RESULT_FIELDS = (
@@ -319,7 +206,8 @@ _RESULT_FIELDS = (
     "sent_width", "sent_height", "created_at", "checkpoint", "key_version", "adopted_as",
 )
 _HIT_FIELDS = (
-    "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at"
+    "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at, "
+    "base_url, server_version"
 )
 
 
@@ -407,43 +295,20 @@ class ResultStore:
     def _migrate(self, db: sqlite3.Connection) -> None:
         # Fast path, a read only: an up-to-date store takes no write lock, so opening it never
         # waits for a writer (a status probe while a notebook captions).
-        done = _transact(db, _applied, write=False)
-        if done is not None:
-            self._check_not_newer(done)
-            if done >= set(range(1, len(MIGRATIONS) + 1)):
+        state = _transact(db, migrations.applied, write=False)
+        if state is not None:
+            done, by_name = state
+            migrations.check_not_newer(done, self.path)
+            if by_name and not migrations.pending(done):
                 return
-
-        def upgrade(d: sqlite3.Connection) -> None:
-            # Read again under the write lock: another process may have just migrated.
-            d.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            now = _applied(d) or set()
-            self._check_not_newer(now)
-            for version, migration in enumerate(MIGRATIONS, start=1):
-                if version not in now:
-                    migration(d)
-                    d.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                        (version, migration.__name__.lstrip("_"), time.time()),
-                    )
-
-        # Every missing migration in one transaction: all of them, or none.
-        _transact(db, upgrade, write=True)
-
-    def _check_not_newer(self, done: set[int]) -> None:
-        if done and max(done) > len(MIGRATIONS):
-            msg = (
-                f"The result store at {self.path} was written by a newer caprl_nb (schema "
-                f"{max(done)}, this one knows {len(MIGRATIONS)}). Upgrade caprl_nb or set "
-                "CAPRL_HOME to another directory."
-            )
-            raise StoreError(msg)
+        # Every missing migration in one transaction (all of them, or none), which reads again
+        # what ran under the write lock: another process may have just migrated.
+        _transact(db, lambda d: migrations.upgrade(d, self.path), write=True)
 
     @property
     def schema_version(self) -> int:
-        return int(self._run("SELECT MAX(version) FROM schema_migrations")[0][0] or 0)
+        """How many migrations the store has run (``len(MIGRATIONS)`` when up to date)."""
+        return int(self.read("SELECT COUNT(*) FROM _migrations")[0][0])
 
     # -- one connection, many threads -------------------------------------------------------
     def _use(self, work: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
@@ -467,21 +332,21 @@ class ResultStore:
                 )
             raise StoreError(msg) from exc
 
-    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """One read."""
+    def read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One read (for this module and those that keep tables in this file: the review store)."""
         return self._use(lambda db: db.execute(sql, args).fetchall(), write=False)
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+    def write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         """One write in its own committed transaction; how many rows it changed."""
         return self._use(lambda db: db.execute(sql, args).rowcount, write=True)
 
     def get(self, key: str) -> StoredResult | None:
-        rows = self._run(f"SELECT {_HIT_FIELDS} FROM results WHERE key = ?", (key,))
+        rows = self.read(f"SELECT {_HIT_FIELDS} FROM results WHERE key = ?", (key,))
         return StoredResult(*rows[0]) if rows else None
 
     def get_adopted(self, key: str, checkpoint: str) -> StoredResult | None:
         """A schema-1 row under ``key`` that the user adopted for ``checkpoint``."""
-        rows = self._run(
+        rows = self.read(
             f"SELECT {_HIT_FIELDS} FROM results WHERE key = ? AND key_version = 1 AND adopted_as = ?",
             (key, checkpoint),
         )
@@ -489,7 +354,7 @@ class ResultStore:
 
     def adopted_aliases(self, checkpoint: str) -> list[str]:
         """The aliases whose schema-1 rows were adopted for ``checkpoint``."""
-        rows = self._run(
+        rows = self.read(
             "SELECT DISTINCT model FROM results WHERE adopted_as = ? AND key_version = 1",
             (checkpoint,),
         )
@@ -503,11 +368,11 @@ class ResultStore:
         if base_url is not None:
             sql += " AND base_url = ?"
             args += (base_url.rstrip("/"),)
-        return self._write(sql, args)
+        return self.write(sql, args)
 
     def by_checkpoint(self) -> list[dict[str, Any]]:
         """Result counts by checkpoint and task (rows keyed by checkpoint only)."""
-        rows = self._run(
+        rows = self.read(
             "SELECT checkpoint, task, COUNT(*) FROM results WHERE key_version = 2 "
             "GROUP BY checkpoint, task ORDER BY COUNT(*) DESC"
         )
@@ -515,7 +380,7 @@ class ResultStore:
 
     def legacy_summary(self) -> list[dict[str, Any]]:
         """Schema-1 rows by alias and server: what ``adopt`` could adopt."""
-        rows = self._run(
+        rows = self.read(
             "SELECT model, base_url, model_root, adopted_as, COUNT(*) FROM results "
             "WHERE key_version = 1 GROUP BY model, base_url, model_root, adopted_as"
         )
@@ -532,7 +397,7 @@ class ResultStore:
         if missing:
             raise StoreError(f"result is missing {sorted(missing)}")
         names = [f for f in _RESULT_FIELDS if f in fields]
-        self._write(
+        self.write(
             f"INSERT OR REPLACE INTO results ({', '.join(names)}) "
             f"VALUES ({', '.join('?' for _ in names)})",
             tuple(fields[n] for n in names),
@@ -540,7 +405,7 @@ class ResultStore:
 
     def provenance(self, key: str) -> dict[str, Any] | None:
         """Every stored column of one result, ``params`` decoded."""
-        rows = self._run(f"SELECT {', '.join(_RESULT_FIELDS)} FROM results WHERE key = ?", (key,))
+        rows = self.read(f"SELECT {', '.join(_RESULT_FIELDS)} FROM results WHERE key = ?", (key,))
         if not rows:
             return None
         record = dict(zip(_RESULT_FIELDS, rows[0]))
@@ -549,7 +414,7 @@ class ResultStore:
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest results, text cut to 300 characters."""
-        rows = self._run(
+        rows = self.read(
             "SELECT input, text, model, task, created_at FROM results "
             "ORDER BY created_at DESC LIMIT ?",
             (int(limit),),
@@ -559,12 +424,12 @@ class ResultStore:
         return [dict(zip(names, (i, t[:300], m, k, c))) for i, t, m, k, c in rows]
 
     def count(self) -> int:
-        return int(self._run("SELECT COUNT(*) FROM results")[0][0])
+        return int(self.read("SELECT COUNT(*) FROM results")[0][0])
 
     # -- file hash memo -------------------------------------------------------------------
     def file_hash(self, stat: FileStat) -> str | None:
         """The remembered sha256 of a file whose size, mtime, inode and ctime are unchanged."""
-        rows = self._run(
+        rows = self.read(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ? "
             "AND ino = ? AND ctime_ns = ?",
             (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns),
@@ -577,7 +442,7 @@ class ResultStore:
         now = time.time_ns() if now_ns is None else now_ns
         if max(stat.mtime_ns, stat.ctime_ns) > now - RACY_WINDOW_NS:
             return False
-        self._write(
+        self.write(
             "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)",
             (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha256),
         )
@@ -585,7 +450,7 @@ class ResultStore:
 
     # -- servers --------------------------------------------------------------------------
     def remember_server(self, info: ServerInfo) -> None:
-        self._write(
+        self.write(
             "INSERT OR REPLACE INTO servers (base_url, model, model_root, max_model_len, version, "
             "seen_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (info.base_url, info.model, info.root, info.max_model_len, info.version, time.time(),
@@ -594,7 +459,7 @@ class ResultStore:
 
     def last_server(self, base_url: str) -> tuple[ServerInfo, float] | None:
         """What ``base_url`` served when last seen, and when (seconds since the epoch)."""
-        rows = self._run(
+        rows = self.read(
             "SELECT model, model_root, max_model_len, version, seen_at, parent FROM servers "
             "WHERE base_url = ?",
             (base_url,),
@@ -604,30 +469,6 @@ class ResultStore:
         model, root, max_len, version, seen_at, parent = rows[0]
         info = ServerInfo(base_url, model, root, max_len, version, (model,), parent)
         return info, float(seen_at)
-
-    # -- reviews --------------------------------------------------------------------------
-    def reviews(self, items: list[str]) -> dict[str, tuple[str, str | None]]:
-        """Stored decisions for ``items``: item -> (status, edited caption)."""
-        found: dict[str, tuple[str, str | None]] = {}
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
-            rows = self._run(
-                "SELECT item, status, edited_caption FROM reviews "
-                f"WHERE item IN ({', '.join('?' for _ in chunk)})",
-                tuple(chunk),
-            )
-            found.update({item: (status, edited) for item, status, edited in rows})
-        return found
-
-    def put_review(self, item: str, status: str, edited_caption: str | None) -> None:
-        """Record a decision; ``status="unreviewed"`` forgets it."""
-        if status == "unreviewed":
-            self._write("DELETE FROM reviews WHERE item = ?", (item,))
-        else:
-            self._write(
-                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
-                (item, status, edited_caption, time.time()),
-            )
 
     def close(self) -> None:
         """Close the connection once a read or write in progress has finished; idempotent."""

@@ -36,9 +36,9 @@ def test_caption_series_aligned_on_index(sim: VLLMSimulator, frame: pd.DataFrame
 def test_details_columns_and_dtypes(sim: VLLMSimulator, frame: pd.DataFrame) -> None:
     with pytest.warns(CapRLWarning):
         out = frame.caprl.caption("img", details=True, base_url=sim.base_url, max_tokens=8, progress=False)
-    assert list(out.columns[:9]) == [
-        "caption", "error", "cached", "model", "checkpoint", "latency_s", "prompt_tokens",
-        "completion_tokens", "finish_reason",
+    assert list(out.columns[:10]) == [
+        "caption", "error", "error_type", "cached", "model", "checkpoint", "latency_s",
+        "prompt_tokens", "completion_tokens", "finish_reason",
     ]
     ok = out["error"].isna()
     assert (out.loc[ok, "checkpoint"] == sim.root).all() and (out.loc[ok, "model"] == "caprl").all()
@@ -46,6 +46,9 @@ def test_details_columns_and_dtypes(sim: VLLMSimulator, frame: pd.DataFrame) -> 
     assert out["cached"].dtype == bool and out["prompt_tokens"].dtype == "Int64"
     assert pd.isna(out.loc["e", "caption"]) and "nope.png" in out.loc["e", "error"]
     assert out.loc["a", "error"] is pd.NA and out.loc["a", "model"] == "caprl"
+    # the kind of each failure, typed: the class in caprl_nb.errors, NA where the row succeeded
+    assert out.loc["e", "error_type"] == "ImageNotFoundError" and out.loc["a", "error_type"] is pd.NA
+    assert out["error_type"].dtype == "string"
 
 
 def test_errors_raise_reports_every_failure_after_storing_the_rest(
@@ -57,7 +60,8 @@ def test_errors_raise_reports_every_failure_after_storing_the_rest(
         frame.caprl.caption("img", errors="raise", base_url=sim.base_url, max_tokens=8, progress=False)
     cases = info.value.failure_cases
     assert list(cases.index) == ["b", "e"]
-    assert {"input", "error"} <= set(cases.columns)
+    assert {"input", "error", "error_type"} <= set(cases.columns)
+    assert (cases["error_type"] == "ImageNotFoundError").all()
     assert "2 of 5 rows failed" in str(info.value)
     # The good rows were stored: the next call does not send them again.
     sim.reset_log()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from caprl_nb.client import CapRLClient, fetch_server_info, retry_delay
+from caprl_nb.client import CapRLClient, fetch_server_info, is_healthy, retry_delay
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import (
     RequestRejectedError,
@@ -183,3 +183,10 @@ def test_several_models_one_named_caprl_picks_it() -> None:
     with VLLMSimulator(model_id="caprl", served_names=("other", "caprl")) as sim:
         info = asyncio.run(fetch_server_info(resolve_settings(base_url=sim.base_url)))
     assert info.model == "caprl" and info.models == ("other", "caprl")
+
+
+def test_is_healthy_polls_the_servers_health(sim: VLLMSimulator) -> None:
+    from caprl_nb.engine import free_port
+
+    assert is_healthy(resolve_settings(base_url=sim.base_url).server_root)
+    assert not is_healthy(f"http://127.0.0.1:{free_port()}", timeout=1.0)  # nothing listens

@@ -59,9 +59,10 @@ def test_details_add_raw_text_and_provenance(sim: VLLMSimulator, frame: pd.DataF
     with pytest.warns(caprl_nb.CapRLWarning):
         out = frame.caprl.extract("image", Receipt, base_url=sim.base_url, progress=False,
                                   details=True)
-    assert list(out.columns) == ["shop", "total", "items", "paid", "error", "raw", "cached", "model",
-                                 "checkpoint", "latency_s", "prompt_tokens", "completion_tokens",
-                                 "finish_reason", "attempts"]
+    assert list(out.columns) == ["shop", "total", "items", "paid", "error", "error_type", "raw",
+                                 "cached", "model", "checkpoint", "latency_s", "prompt_tokens",
+                                 "completion_tokens", "finish_reason", "attempts"]
+    assert (out["error_type"] == "ParseError").all()
     assert out["raw"].str.startswith("sim caption").all()
     assert (out["model"] == "caprl").all()
     # The simulator's answers are not JSON: every row failed to parse. A failure is not an
@@ -89,6 +90,7 @@ def test_errors_raise_reports_every_row_after_the_batch(sim: VLLMSimulator, fram
     cases = info.value.failure_cases
     assert list(cases.index) == list(frame.index)
     assert cases["error"].str.startswith("ParseError").all()
+    assert (cases["error_type"] == "ParseError").all()
     assert cases["input"].str.contains("img0000").all()
     assert len(sim.requests) == 5
 

@@ -62,7 +62,8 @@ def test_a_dead_server_ends_the_batch_in_seconds_with_one_error_per_unfinished_r
     failed = [r for r in results if r.error is not None]
     assert len(done) + len(failed) == len(files)
     assert 30 <= len(done) < len(files) and all(r.text for r in done)
-    assert {r.error.split(":", 1)[0] for r in failed} == {"ServerUnavailableError"}
+    assert {r.error_type for r in failed} == {"ServerUnavailableError"}
+    assert all(r.error.startswith("ServerUnavailableError: ") for r in failed)
     assert all(sim.base_url in r.error and "did not come back within 2 s" in r.error for r in failed)
     assert all(r.input for r in failed)
 
@@ -111,6 +112,7 @@ def test_a_server_that_returns_with_other_weights_ends_the_batch(tmp_path: Path)
         sim.stop()
     failed = [r.error for r in results if r.error is not None]
     assert failed and all("came back serving" in e and "InternVL" in e for e in failed)
+    assert {r.error_type for r in results if r.error is not None} == {"CheckpointChangedError"}
     assert all(r.model == "caprl" for r in results if r.error is None)
 
 
@@ -119,6 +121,7 @@ def test_one_reset_on_a_healthy_server_is_an_ordinary_retry(sim: VLLMSimulator, 
     results = run_batch(image_files[:1], TASK, _settings(sim.base_url, max_retries=1), progress=False)
     # Two resets where one retry is allowed: the server answers probes, so they count as retries.
     assert results[0].error is not None and "ServerUnavailableError" in results[0].error
+    assert results[0].error_type == "ServerUnavailableError"
 
 
 def test_a_starting_server_is_waited_for_with_a_message(

@@ -56,7 +56,7 @@ def test_another_checkpoint_behind_the_same_alias_never_gets_the_first_ones_answ
 def test_the_store_records_the_checkpoint_and_what_was_sent(sim: VLLMSimulator, image_files: list[str]) -> None:
     _run(sim, image_files[:1])
     with ResultStore(resolve_settings().store_path) as store:
-        (key,), = store._run("SELECT key FROM results")
+        (key,), = store.read("SELECT key FROM results")
         record = store.provenance(key)
     assert record["checkpoint"] == CAPRL_3B and record["model"] == "caprl"
     assert record["key_version"] == 2
@@ -160,7 +160,7 @@ def test_a_stored_empty_answer_from_an_older_version_is_not_replayed(
 ) -> None:
     _run(sim, image_files[:1])
     with ResultStore(resolve_settings().store_path) as store:
-        store._run("UPDATE results SET text = ''")
+        store.write("UPDATE results SET text = ''")
     again = _run(sim, image_files[:1])
     assert again[0].error is None and not again[0].cached and again[0].text
 
@@ -198,7 +198,7 @@ def test_rows_keyed_by_alias_answer_nothing_until_adopted(sim: VLLMSimulator, im
         assert store.adopt("caprl", CAPRL_3B) == 1
     # Drop the fresh answer so only the adopted row can answer.
     with ResultStore(path) as store:
-        store._run("DELETE FROM results WHERE key_version = 2")
+        store.write("DELETE FROM results WHERE key_version = 2")
     adopted = _run(sim, image_files[:1])
     assert adopted[0].cached and adopted[0].text == "an old caption"
     sim.root = INTERNVL  # adopted for CapRL-3B only

@@ -1,6 +1,6 @@
 import pytest
 
-from caprl_nb.errors import ConfigError
+from caprl_nb.errors import ConfigError, EmptyAnswerError, row_error
 from caprl_nb.prompts import CAPTION_PROMPT, Sampling, ask_task, caption_task
 
 
@@ -28,7 +28,9 @@ def test_an_empty_answer_fails_the_check() -> None:
     task = caption_task()
     assert task.check is not None
     assert task.check("A red square.", "stop", 2048) is None
-    assert task.check("  \n", "stop", 2048).startswith("EmptyAnswerError")
+    empty = task.check("  \n", "stop", 2048)
+    assert isinstance(empty, EmptyAnswerError)
+    assert row_error(empty).startswith("EmptyAnswerError: the server returned an empty answer")
 
 
 @pytest.mark.parametrize(

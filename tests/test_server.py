@@ -16,6 +16,7 @@ from tornado.httpclient import HTTPClientError
 
 from caprl_nb import errors
 from caprl_nb.engine import free_port
+from caprl_nb.errors import error_class
 from caprl_nb.server import handlers
 from caprl_nb.server.handlers import http_status
 from caprl_nb.server.status import parse_metrics
@@ -133,6 +134,8 @@ async def test_caption_refuses_bad_paths(
     _bad_paths(jp_root_dir)
     code, doc = await _error(jp_fetch, "caprl", "caption", method="POST", body={"path": path})
     assert (code, doc["status"]) == (status, status) and fragment in doc["error"]
+    # the error's class, by name: the one the status was chosen from
+    assert http_status(error_class(doc["error_type"])) == status, doc["error_type"]
     assert sim_env.requests == []
 
 
@@ -174,6 +177,7 @@ async def test_caption_with_model_server_down_is_502(jp_fetch, monkeypatch: pyte
     monkeypatch.setenv("CAPRL_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
     code, doc = await _error(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
     assert code == 502 and "caprl-nb serve" in doc["error"]
+    assert doc["error_type"] == "ServerUnavailableError"
 
 
 async def test_caption_timeout_is_504(jp_fetch, sim_env: VLLMSimulator, monkeypatch: pytest.MonkeyPatch, picture: str) -> None:
@@ -182,6 +186,7 @@ async def test_caption_timeout_is_504(jp_fetch, sim_env: VLLMSimulator, monkeypa
     sim_env.add_faults(Fault("timeout", hold=5))
     code, doc = await _error(jp_fetch, "caprl", "caption", method="POST", body={"path": picture})
     assert code == 504 and "read_timeout" in doc["error"]
+    assert doc["error_type"] == "ServerTimeoutError"
 
 
 async def test_settings_never_reveal_the_key(jp_fetch, sim_env: VLLMSimulator) -> None:
@@ -206,6 +211,18 @@ def test_error_mapping_is_specific() -> None:
     assert http_status(errors.ConfigError("x")) == 400
     assert http_status(errors.StoreError("x")) == 503
     assert http_status(errors.SettingNotAllowedError("x")) == 403
+    # failed rows' kinds: an answer the model server got wrong is a bad gateway, not a 500
+    for kind in (errors.EmptyAnswerError, errors.ParseError, errors.TruncatedError,
+                 errors.ValidationError, errors.NotStoredError):
+        assert http_status(kind) == 502, kind
+
+
+def test_row_error_status_comes_from_error_type_not_text() -> None:
+    # the text names no class: only error_type decides (404 for a missing image)
+    assert handlers._status_of_row_error("ImageNotFoundError") == 404
+    assert handlers._status_of_row_error("TruncatedError") == 502
+    assert handlers._status_of_row_error("RuntimeError") == 502  # not ours: a bad gateway
+    assert handlers._status_of_row_error(None) == 502
 
 
 def test_parse_metrics() -> None:
@@ -261,6 +278,7 @@ async def test_extract_table_reports_the_simulators_prose_as_a_parse_error(
     # the simulator answers captions, not JSON: the row's parse error, with its reason, as a 502
     assert (code, doc["status"]) == (502, 502)
     assert doc["error"].startswith("ParseError: no JSON object in the answer (it begins 'sim caption")
+    assert doc["error_type"] == "ParseError"
     assert len(sim_env.requests) == 1
     # the file as the browser named it, not where the Jupyter root lives on the server
     assert "file 'charts/sales.png'" in doc["error"] and str(jp_root_dir) not in doc["error"]
@@ -289,6 +307,8 @@ async def test_extract_table_refuses_bad_paths(
     (jp_root_dir / "charts").mkdir()
     code, doc = await _error(jp_fetch, "caprl", "extract-table", method="POST", body={"path": path})
     assert (code, doc["status"]) == (status, status) and fragment in doc["error"]
+    # the error's class, by name: the one the status was chosen from
+    assert http_status(error_class(doc["error_type"])) == status, doc["error_type"]
     assert sim_env.requests == []
 
 
@@ -376,6 +396,7 @@ async def test_extract_table_against_real_vllm(
     else:
         assert (response.code, doc["status"]) == (502, 502), doc
         assert doc["error"].startswith(("ParseError: ", "ValidationError: ", "Truncated: ")), doc
+        assert doc["error_type"] in ("ParseError", "ValidationError", "TruncatedError"), doc
 
 
 async def test_recent_hides_url_queries_and_passwords(jp_fetch, sim_env: VLLMSimulator) -> None:

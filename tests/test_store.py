@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from caprl_nb import migrations
 from caprl_nb import store as store_module
 from caprl_nb.client import ServerInfo
 from caprl_nb.errors import CapRLWarning, StoreError
@@ -52,19 +53,107 @@ def test_results_survive_reopen_and_migrations_run_once(tmp_path: Path) -> None:
         assert store.schema_version == len(MIGRATIONS)
     with ResultStore(path) as store:
         assert store.get("k") is not None
-        rows = store._run("SELECT COUNT(*) FROM schema_migrations")
-        assert rows[0][0] == len(MIGRATIONS)
+        rows = store.read("SELECT name FROM _migrations ORDER BY rowid")
+        assert [name for (name,) in rows] == [m.__name__ for m in MIGRATIONS]
+        tables = {name for (name,) in store.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "schema_migrations" not in tables  # a new store records migrations by name only
 
 
 def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     ResultStore(path).close()
     db = sqlite3.connect(path)
-    db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    db.execute("INSERT INTO _migrations VALUES ('m999_future', 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer caprl_nb.*m999_future"):
+        ResultStore(path)
+
+
+def test_newer_numbered_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_6_BY_NUMBER)
+    db.execute("INSERT INTO schema_migrations VALUES (7, 'm007_unknown', 0)")
     db.commit()
     db.close()
     with pytest.raises(StoreError, match="newer caprl_nb"):
         ResultStore(path)
+
+
+# A store as caprl_nb left it before migrations were recorded by name (schema 6, by number):
+# the dump of one made by that version, with a result, a file-hash memo and a review in it.
+SCHEMA_6_BY_NUMBER = """
+CREATE TABLE file_hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
+INSERT INTO "file_hashes" VALUES('/a.png',10,111,5,222,'h1');
+CREATE TABLE results (key TEXT PRIMARY KEY, task TEXT NOT NULL, image_sha256 TEXT NOT NULL,
+    input TEXT, model TEXT NOT NULL, model_root TEXT, base_url TEXT, server_version TEXT,
+    params TEXT NOT NULL, text TEXT NOT NULL, finish_reason TEXT, prompt_tokens INTEGER,
+    completion_tokens INTEGER, latency_s REAL, sent_width INTEGER, sent_height INTEGER,
+    created_at REAL NOT NULL, checkpoint TEXT, key_version INTEGER NOT NULL DEFAULT 1,
+    adopted_as TEXT);
+INSERT INTO "results" VALUES('k','caption','abc',NULL,'caprl',NULL,'http://h/v1','0.32.0',
+    '{"task": "caption"}','a caption',NULL,NULL,NULL,NULL,NULL,NULL,1.5,'/m',2,NULL);
+CREATE TABLE reviews (item TEXT PRIMARY KEY, status TEXT NOT NULL, edited_caption TEXT,
+    updated_at REAL NOT NULL);
+INSERT INTO "reviews" VALUES('item','accepted',NULL,1796170008.0);
+CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
+INSERT INTO "schema_migrations" VALUES(1,'m001_results',1796170001.0);
+INSERT INTO "schema_migrations" VALUES(2,'m002_file_hashes',1796170002.0);
+INSERT INTO "schema_migrations" VALUES(3,'m003_servers',1796170003.0);
+INSERT INTO "schema_migrations" VALUES(4,'m004_reviews',1796170004.0);
+INSERT INTO "schema_migrations" VALUES(5,'m005_checkpoints',1796170005.0);
+INSERT INTO "schema_migrations" VALUES(6,'m006_file_hashes_racy',1796170006.0);
+CREATE TABLE servers (base_url TEXT PRIMARY KEY, model TEXT NOT NULL, model_root TEXT,
+    max_model_len INTEGER, version TEXT, seen_at REAL NOT NULL, parent TEXT);
+CREATE INDEX results_image ON results (image_sha256);
+CREATE INDEX results_adopted ON results (adopted_as) WHERE adopted_as IS NOT NULL;
+"""
+
+
+def test_a_store_recorded_by_number_opens_with_nothing_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_6_BY_NUMBER)
+    db.close()
+    ran: list[str] = []
+
+    def spy(step: migrations.Migration) -> migrations.Migration:
+        def run(db: sqlite3.Connection) -> None:
+            ran.append(step.__name__)
+            step(db)
+
+        run.__name__ = step.__name__
+        return run
+
+    # any migration that ran again would show here (and m001 would fail: its table exists)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [spy(m) for m in MIGRATIONS])
+    with ResultStore(path) as store:
+        assert ran == []
+        assert store.schema_version == len(MIGRATIONS)
+        # every migration recorded by name, with the time it first ran
+        recorded = store.read("SELECT name, applied_at FROM _migrations ORDER BY applied_at")
+        assert recorded == [(m.__name__, 1796170001.0 + i) for i, m in enumerate(MIGRATIONS)]
+        # everything in it kept: the result, the file-hash memo (m006 would have dropped it)
+        assert store.get("k").text == "a caption"
+        assert store.file_hash(FileStat("/a.png", 10, 111, 5, 222)) == "h1"
+        assert store.read("SELECT status FROM reviews") == [("accepted",)]
+        # the old record stays as it was, for a caprl_nb that still reads it
+        assert store.read("SELECT COUNT(*) FROM schema_migrations") == [(6,)]
+    # the next open is the read-only fast path: with another process holding the write lock,
+    # any write (a migration, a name recorded again) would fail at once
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(store_module, "BUSY_GIVE_UP_S", 0.0)
+    other = _hold_write_lock(path)
+    try:
+        with ResultStore(path) as store:
+            assert store.get("k") is not None and ran == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_unwritable_home_says_what_to_do(tmp_path: Path) -> None:
@@ -130,14 +219,14 @@ def test_missing_migrations_run_in_one_transaction(tmp_path: Path, monkeypatch: 
     def _m007_broken(db: sqlite3.Connection) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, _m007_broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, _m007_broken])
     with pytest.raises(StoreError, match="disk I/O error"):
         ResultStore(path)
     db = sqlite3.connect(path)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.close()
     assert "results" not in tables  # the six good ones were rolled back with the broken one
-    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
     with ResultStore(path) as store:
         assert store.schema_version == len(MIGRATIONS)
 

@@ -153,11 +153,11 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path, pro
     assert [proc.exitcode for proc in procs] == [0] * processes, reported
     with ResultStore(path) as store:
         assert store.journal_mode == "wal"
-        versions = store._run("SELECT version FROM schema_migrations ORDER BY version")
-        assert [v for (v,) in versions] == list(range(1, len(MIGRATIONS) + 1))
-        columns = {row[1] for row in store._run("PRAGMA table_info(results)")}
+        names = store.read("SELECT name FROM _migrations ORDER BY rowid")
+        assert [name for (name,) in names] == [m.__name__ for m in MIGRATIONS]
+        columns = {row[1] for row in store.read("PRAGMA table_info(results)")}
         assert {"key", "checkpoint", "key_version", "adopted_as"} <= columns  # every migration, once
-        assert store._run("PRAGMA integrity_check") == [("ok",)]
+        assert store.read("PRAGMA integrity_check") == [("ok",)]
 
 
 def test_two_processes_captioning_overlapping_rows_store_each_row_once(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_provenance_is_stored(vllm_server: str, tmp_path: Path) -> None:
                            temperature=0.5, progress=False)
     settings = resolve_settings()
     with ResultStore(settings.store_path) as store:
-        rows = store._run("SELECT key FROM results")
+        rows = store.read("SELECT key FROM results")
         assert len(rows) == 1
         record = store.provenance(rows[0][0])
     assert record["text"] == out["caption"].iloc[0]

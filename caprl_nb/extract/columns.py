@@ -18,19 +18,22 @@ keep whichever came first). Pass ``temperature=`` to sample anyway. ``max_tokens
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
 from caprl_nb import frames, images
-from caprl_nb.errors import ConfigError
+from caprl_nb.cells import optional
+from caprl_nb.errors import AnswerError, ConfigError, row_error
 from caprl_nb.extract.charts import CHART_PROMPT, CHART_SCHEMA, to_table
 from caprl_nb.extract.pages import DEFAULT_MAX_PDF_BYTES, DEFAULT_MAX_PDF_PAGES, expand_pdfs
 from caprl_nb.extract.parse import parse_answer
 from caprl_nb.extract.schema import Schema, as_schema, column
 from caprl_nb.prompts import Sampling, Task
 
-__all__ = ["EXTRACT_PROMPT", "chart_table", "extract", "extraction_task"]
+__all__ = [
+    "EXTRACT_PROMPT", "chart_answer_table", "chart_table", "chart_task", "extract", "extraction_task",
+]
 
 Errors = Literal["coerce", "raise"]
 
@@ -68,17 +71,20 @@ def extraction_task(
         raise ConfigError("prompt must be a non-empty string; leave it out for the default.")
     if name == "extract":
         text = f"{text}\nJSON schema: {json.dumps(spec.json_schema, separators=(',', ':'))}"
-    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-             "repetition_penalty": repetition_penalty, "seed": seed}
-    sampling = Sampling(**{
-        "max_tokens": DEFAULT_MAX_TOKENS, "temperature": DEFAULT_TEMPERATURE,
-        **{k: v for k, v in given.items() if v is not None},
-    })
-    def check(answer: str, finish_reason: str | None, sent_max_tokens: int) -> str | None:
+    sampling = Sampling(
+        max_tokens=DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
+        top_p=Sampling.top_p if top_p is None else top_p,
+        repetition_penalty=(
+            Sampling.repetition_penalty if repetition_penalty is None else repetition_penalty
+        ),
+        seed=seed,
+    )
+    def check(answer: str, finish_reason: str | None, sent_max_tokens: int) -> AnswerError | None:
         parsed = parse_answer(answer, finish_reason=finish_reason, max_tokens=sent_max_tokens)
-        if parsed.error is not None:
-            return parsed.error
-        return spec.validate(parsed.value)[1]
+        if parsed.value is None:
+            return parsed.problem
+        return spec.validated(parsed.value)[1]
 
     return Task(name, text, sampling, RAW, json_schema=spec.json_schema, schema_name=spec.name,
                 check=check)
@@ -114,7 +120,7 @@ def _run(
         max_bytes=settings.pop("max_pdf_bytes", DEFAULT_MAX_PDF_BYTES),
     )
     n = len(expanded.values)
-    sent = [i for i in range(n) if i not in expanded.errors]
+    sent = [i for i in range(n) if i not in expanded.problems]
     batch = pd.Series([None] * len(sent), dtype=object)
     for j, i in enumerate(sent):
         batch.iat[j] = expanded.values[i]
@@ -129,24 +135,31 @@ def _run(
     raw["cached"] = raw["cached"].astype("boolean").fillna(False).astype(bool)
 
     answers: list[dict[str, Any] | None] = [None] * n
-    row_errors: list[str | None] = list(raw["error"].astype(object).where(raw["error"].notna(), None))
-    for i, why in expanded.errors.items():
-        row_errors[i] = why
+    row_errors: list[str | None] = [optional(e) for e in raw["error"]]
+    row_types: list[str | None] = [optional(t) for t in raw["error_type"]]
+
+    def failed(i: int, problem: BaseException) -> None:
+        row_errors[i], row_types[i] = row_error(problem), type(problem).__name__
+
+    for i, exc in expanded.problems.items():
+        failed(i, exc)
     for i in range(n):
-        text = raw[RAW].iat[i]
-        if row_errors[i] is not None or pd.isna(text):
+        text = optional(raw[RAW].iat[i])
+        if row_errors[i] is not None or text is None:
             continue
-        used = raw["completion_tokens"].iat[i]
+        used = optional(raw["completion_tokens"].iat[i])
         parsed = parse_answer(
             str(text),
-            finish_reason=None if pd.isna(raw["finish_reason"].iat[i]) else raw["finish_reason"].iat[i],
-            max_tokens=int(used) if not pd.isna(used) else task.sampling.max_tokens,
+            finish_reason=optional(raw["finish_reason"].iat[i]),
+            max_tokens=int(used) if used is not None else task.sampling.max_tokens,
         )
-        if parsed.error is not None:
-            row_errors[i] = parsed.error
+        if parsed.value is None:
+            assert parsed.problem is not None
+            failed(i, parsed.problem)
             continue
-        assert parsed.value is not None
-        answers[i], row_errors[i] = spec.validate(parsed.value)
+        answers[i], problem = spec.validated(parsed.value)
+        if problem is not None:
+            failed(i, problem)
 
     index = expanded.index(source.index)
     out: dict[str, Any] = {}
@@ -155,14 +168,17 @@ def _run(
     for name, dtype in spec.dtypes.items():
         out[name] = column([a.get(name) if a else None for a in answers], dtype)
     out["error"] = pd.array(row_errors, dtype="string")
+    error_type = pd.array(row_types, dtype="string")
     if details:
+        out["error_type"] = error_type
         for name in columns:
-            if name != "error":
+            if name not in out:
                 out[name] = raw[name].array
     frame = pd.DataFrame(out, index=index)
 
     frames.settle_failures(
         frame["error"],
+        pd.Series(error_type, index=index),
         lambda: [
             images.describe(source.iat[p]) + (f" page {pg}" if pg is not None else "")
             for p, pg in zip(expanded.positions, expanded.pages)
@@ -201,9 +217,10 @@ def extract(
     gains a ``page`` column (1-based; NA for other rows) and repeats the row's label once per
     page. ``max_pdf_pages=`` (default 200) caps the pages read from one PDF (a warning names
     each longer file); ``max_pdf_bytes=`` (default 256 MiB) the size of one PDF (a bigger one
-    is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds the model's text (``raw``) and provenance (``cached``,
-    ``model``, ``checkpoint``, ``latency_s``, tokens, ``finish_reason``, ``attempts``). Sampling defaults to
-    ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
+    is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds
+    ``error_type`` (the :mod:`caprl_nb.errors` class of each failure), the model's text
+    (``raw``) and provenance (``cached``, ``model``, ``checkpoint``, ``latency_s``, tokens,
+    ``finish_reason``, ``attempts``). Sampling defaults to ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
     ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
     """
     spec = as_schema(schema)
@@ -242,9 +259,8 @@ def chart_table(
     Options as :func:`extract`.
     """
     spec = as_schema(CHART_SCHEMA)
-    task = extraction_task(
-        spec, prompt=CHART_PROMPT if prompt is None else prompt, name="chart_table",
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+    task = chart_task(
+        spec, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
         repetition_penalty=repetition_penalty, seed=seed,
     )
     frame, answers = _run(images, spec, task, details=details, errors=errors, cache=cache,
@@ -252,9 +268,31 @@ def chart_table(
     tables = pd.Series([None] * len(frame), index=frame.index, dtype=object, name="table")
     for i, answer in enumerate(answers):
         if answer is not None:
-            tables.iat[i] = to_table(answer)
+            tables.iat[i] = cast(Any, to_table(answer))  # a DataFrame in an object Series
     if not details:
         return tables
     out = frame.drop(columns=["x", "series"])
     out.insert(1 if "page" in out.columns else 0, "table", tables)
     return out
+
+
+def chart_task(spec: Schema | None = None, *, prompt: str | None = None, **sampling: Any) -> Task:
+    """The Task :func:`chart_table` sends (``sampling``: ``max_tokens``, ``temperature``, ...)."""
+    return extraction_task(
+        as_schema(CHART_SCHEMA) if spec is None else spec,
+        prompt=CHART_PROMPT if prompt is None else prompt, name="chart_table", **sampling,
+    )
+
+
+def chart_answer_table(text: str) -> pd.DataFrame:
+    """The table in one answer to :func:`chart_task` that passed the task's check (as a row of
+    :func:`chart_table` would hold it). Raises the answer's ParseError or ValidationError."""
+    parsed = parse_answer(text)
+    if parsed.value is None:
+        assert parsed.problem is not None
+        raise parsed.problem
+    values, problem = as_schema(CHART_SCHEMA).validated(parsed.value)
+    if values is None:
+        assert problem is not None
+        raise problem
+    return to_table(values)

@@ -30,7 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from caprl_nb.errors import ConfigError, ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, warn
+from caprl_nb.errors import (
+    ConfigError,
+    ImageDecodeError,
+    ImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    row_error,
+    warn,
+)
 
 __all__ = [
     "DEFAULT_MAX_PDF_BYTES", "DEFAULT_MAX_PDF_PAGES", "PAGE_PIXELS", "Expanded", "PdfPage",
@@ -175,9 +183,14 @@ class Expanded:
     values: list[Any]
     positions: list[int]
     pages: list[int | None]
-    errors: dict[int, str]  # position in ``values`` -> why that PDF produced no pages
+    problems: dict[int, BaseException]  # position in ``values`` -> why that PDF produced no pages
     any_pdf: bool
     capped: dict[int, int] = field(default_factory=dict)  # original position -> its page count, when over max_pages
+
+    @property
+    def errors(self) -> dict[int, str]:
+        """``problems`` as the rows' error text (``"ImageDecodeError: ..."``)."""
+        return {i: row_error(exc) for i, exc in self.problems.items()}
 
     def index(self, original: pd.Index) -> pd.Index:
         """``original``'s labels, each repeated once per page of its row."""
@@ -206,7 +219,7 @@ def expand_pdfs(
     out: list[Any] = []
     positions: list[int] = []
     pages: list[int | None] = []
-    errors: dict[int, str] = {}
+    problems: dict[int, BaseException] = {}
     capped: dict[int, int] = {}
     notes: list[str] = []
     any_pdf = False
@@ -224,7 +237,7 @@ def expand_pdfs(
                 where = "the PDF bytes" if isinstance(source, bytes) else source
                 raise ImageDecodeError(f"{where} has no pages.")
         except (ImageError, OSError) as exc:  # one unreadable PDF is one failed row
-            errors[len(out)] = f"{type(exc).__name__}: {exc}"
+            problems[len(out)] = exc
             out.append(None)
             positions.append(position)
             pages.append(None)
@@ -244,4 +257,4 @@ def expand_pdfs(
             f"{shown}: only the first {max_pages:,} pages of each are read "
             f"(max_pdf_pages={max_pages}). Pass max_pdf_pages={most} to read them all."
         )
-    return Expanded(out, positions, pages, errors, any_pdf, capped)
+    return Expanded(out, positions, pages, problems, any_pdf, capped)

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from caprl_nb.errors import AnswerError, ParseError, TruncatedError, row_error
+
 __all__ = ["ParsedAnswer", "parse_answer", "parse_number"]
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\r?\n?(.*?)(?:```|\Z)", re.S)
@@ -29,10 +31,15 @@ _DECODER = json.JSONDecoder(strict=False)
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """A decoded JSON object, or the reason there is none (``"ParseError: ..."`` etc.)."""
+    """A decoded JSON object, or the reason there is none: ``problem`` (a :class:`ParseError`
+    or :class:`TruncatedError`), whose row text is ``error`` (``"ParseError: ..."`` etc.)."""
 
     value: dict[str, Any] | None
-    error: str | None
+    problem: AnswerError | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.problem is None else row_error(self.problem)
 
 
 def _excerpt(text: str, limit: int = 60, *, tail: bool = False) -> str:
@@ -51,7 +58,7 @@ def parse_answer(
     into ``"Truncated: cut off at max_tokens=N; raise max_tokens ..."``.
     """
     if text is None or not text.strip():
-        return ParsedAnswer(None, "ParseError: the answer was empty")
+        return ParsedAnswer(None, ParseError("the answer was empty"))
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     problem = None
     for candidate in candidates:
@@ -69,20 +76,18 @@ def parse_answer(
             break
     if finish_reason == "length":
         limit = f"max_tokens={max_tokens}" if max_tokens else "max_tokens"
-        return ParsedAnswer(
-            None,
-            f"Truncated: cut off at {limit} before the JSON object was complete; raise "
-            f"max_tokens (the answer ends {_excerpt(text, tail=True)!r})",
-        )
+        return ParsedAnswer(None, TruncatedError(
+            f"cut off at {limit} before the JSON object was complete; raise "
+            f"max_tokens (the answer ends {_excerpt(text, tail=True)!r})"
+        ))
     if problem is None:
         return ParsedAnswer(
-            None, f"ParseError: no JSON object in the answer (it begins {_excerpt(text)!r})"
+            None, ParseError(f"no JSON object in the answer (it begins {_excerpt(text)!r})")
         )
-    return ParsedAnswer(
-        None,
-        f"ParseError: the answer is not valid JSON ({problem.msg} at line {problem.lineno} "
-        f"column {problem.colno}; it begins {_excerpt(text)!r})",
-    )
+    return ParsedAnswer(None, ParseError(
+        f"the answer is not valid JSON ({problem.msg} at line {problem.lineno} "
+        f"column {problem.colno}; it begins {_excerpt(text)!r})"
+    ))
 
 
 # -- numbers ---------------------------------------------------------------------------------

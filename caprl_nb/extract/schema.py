@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from caprl_nb.errors import ConfigError
+from caprl_nb.errors import ConfigError, ValidationError, row_error
 
 __all__ = ["Schema", "as_schema"]
 
@@ -48,6 +48,11 @@ class Schema:
         With a pydantic model the values are the model's JSON-mode dump (by alias), so
         defaults are filled in and columns hold JSON types.
         """
+        values, problem = self.validated(value)
+        return values, None if problem is None else row_error(problem)
+
+    def validated(self, value: dict[str, Any]) -> tuple[dict[str, Any] | None, ValidationError | None]:
+        """As :meth:`validate`, the failure as a :class:`caprl_nb.errors.ValidationError`."""
         if self.model is not None:
             return self._validate_pydantic(value)
         errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
@@ -59,22 +64,24 @@ class Schema:
         where = _path(list(first.absolute_path))
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         prefix = f"field {where}: " if where else ""
-        return None, f"ValidationError: {prefix}{_short(first.message)}{more}"
+        return None, ValidationError(f"{prefix}{_short(first.message)}{more}")
 
-    def _validate_pydantic(self, value: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-        from pydantic import ValidationError
+    def _validate_pydantic(
+        self, value: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, ValidationError | None]:
+        import pydantic
 
         try:
             # JSON mode, strict: "3" is not an int, but ISO dates and enum values are accepted
             # as the JSON the schema describes.
             instance = self.model.model_validate_json(json.dumps(value), strict=True)
-        except ValidationError as exc:
+        except pydantic.ValidationError as exc:
             problems = exc.errors(include_url=False)
             first = problems[0]
             where = _path(list(first.get("loc", ())))
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             prefix = f"field {where}: " if where else ""
-            return None, f"ValidationError: {prefix}{_short(first['msg'])}{more}"
+            return None, ValidationError(f"{prefix}{_short(first['msg'])}{more}")
         return instance.model_dump(mode="json", by_alias=True), None
 
 

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from caprl_nb.cells import is_missing
 from caprl_nb.extract.parse import parse_number
 
 __all__ = ["TableMatch", "field_scores", "relaxed_accuracy", "table_match", "table_score"]
@@ -62,7 +63,7 @@ class TableMatch(NamedTuple):
 
 def _text(value: Any) -> str:
     """Normalised text: NFKC, case-folded, whitespace collapsed; numbers in one canonical form."""
-    if value is None or (not isinstance(value, str) and _missing(value)):
+    if is_missing(value):
         return ""
     number = _as_number(value)
     if number is not None:
@@ -75,12 +76,6 @@ def _canonical(number: float) -> str:
     return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else repr(number)
 
 
-def _missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
 
 _NUMERIC_TEXT = re.compile(r"[\s\d.,'()+\-\u2212%$\u20ac\u00a3\u00a5\u20b9]*\d[\s\d.,'()+\-\u2212%]*")
 
@@ -90,7 +85,7 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return None if _missing(value) else float(value)
+        return None if is_missing(value) else float(value)
     if isinstance(value, str):
         stripped = re.sub(r"^[A-Z]{3}\s+|\s+[A-Z]{3}$", "", value.strip())
         if _NUMERIC_TEXT.fullmatch(stripped):
@@ -138,7 +133,7 @@ def _value_similarity(p: Any, t: Any, tau: float, theta: float) -> float:
 
 def _cells(table: Any) -> list[tuple[str, str, Any]]:
     if table is None or not isinstance(table, pd.DataFrame):
-        if table is None or _missing(table):
+        if is_missing(table):
             return []
         msg = f"A table is a DataFrame (first column: row headers), not {type(table).__name__}."
         raise TypeError(msg)
@@ -149,7 +144,7 @@ def _cells(table: Any) -> list[tuple[str, str, Any]]:
     for name in table.columns[1:]:
         column = _text(name)
         for row, value in zip(rows, table[name]):
-            if not _missing(value):
+            if not is_missing(value):
                 cells.append((row, column, value))
     return cells
 
@@ -290,7 +285,7 @@ def field_scores(
     rows = []
     for name, true in truth.items():
         value = got.get(name)
-        missing = value is None or _missing(value)
+        missing = is_missing(value)
         same = value == true if type(value) is type(true) else str(value) == str(true)
         exact = not missing and same
         rows.append({

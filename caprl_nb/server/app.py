@@ -11,7 +11,7 @@ may choose another model server only where an admin allows it (``allowed_base_ur
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, List, Unicode
@@ -108,7 +108,7 @@ class CapRLApp(ExtensionApp):
                 merged[name] = text
             else:
                 merged.pop(name, None)
-        chosen = dataclasses.replace(configured, **merged)  # raises ConfigError on a bad value
+        chosen = dataclasses.replace(configured, **cast("dict[str, Any]", merged))  # raises ConfigError on a bad value
         if chosen.base_url == configured.base_url:
             merged.pop("base_url", None)
         elif "base_url" in changes and not self._may_choose(chosen.base_url):

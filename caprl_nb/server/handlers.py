@@ -3,14 +3,15 @@
 Every verb is ``@tornado.web.authenticated`` and ``@authorized`` (resource ``caprl``), so a
 deployment's Authorizer can limit these endpoints like Jupyter's own. Blocking work (SQLite,
 reading and hashing images, path checks) runs in worker threads, never on the Jupyter server's
-event loop. Errors are caprl_nb errors turned into HTTP answers by :func:`http_status`, one
-place, never a blanket 500: ``{"error": "<what happened and what to do>", "status": <code>}``.
+event loop: every image goes through :func:`caprl_nb.rows.run_one`. Errors are caprl_nb errors
+(or a failed row's ``error_type``) turned into HTTP answers by :func:`http_status`, one place,
+never a blanket 500: ``{"error": "<what happened and what to do>", "error_type":
+"<caprl_nb.errors class>", "status": <code>}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 
 from caprl_nb import errors, images
-from caprl_nb.batch import BatchRunner
+from caprl_nb.batch import RowResult
+from caprl_nb.cells import optional
 from caprl_nb.config import Settings
 from caprl_nb.errors import (
     CapRLError,
@@ -34,9 +36,12 @@ from caprl_nb.errors import (
     PathNotAllowedError,
     SettingNotAllowedError,
     UnsupportedImageError,
+    error_class,
+    error_label,
 )
-from caprl_nb.extract import chart_table
-from caprl_nb.prompts import caption_task
+from caprl_nb.extract.columns import chart_answer_table, chart_task
+from caprl_nb.prompts import Task, caption_task
+from caprl_nb.rows import run_one
 from caprl_nb.server.paths import relative_input, resolve_inside, shown_input
 from caprl_nb.server.status import redact, summarise_untrusted
 from caprl_nb.store import ResultStore
@@ -57,6 +62,8 @@ _STATUS: list[tuple[type[CapRLError], int]] = [
     (errors.ServerTimeoutError, 504),
     (errors.ServerError, 502),  # unavailable, busy, rejected by the model server, engine
     (errors.StoreError, 503),
+    (errors.AnswerError, 502),  # the model server's answer was empty, not JSON, cut off, invalid
+    (errors.NotStoredError, 502),
     (errors.ImageError, 400),
     (ConfigError, 400),
     (errors.ColumnNotFoundError, 400),
@@ -73,30 +80,20 @@ def http_status(exc: BaseException | type[BaseException]) -> int:
     return 500
 
 
-def _status_of_row_error(message: str) -> int:
-    """A batch row's error is text ("ImageDecodeError: ..."); its class name picks the status."""
-    cls = getattr(errors, message.split(":", 1)[0], None)
-    if isinstance(cls, type) and issubclass(cls, CapRLError):
-        return http_status(cls)
-    return 502
+def _status_of_row_error(error_type: str | None) -> int:
+    """A failed row's status, from its ``error_type``; 502 for an error that is not ours."""
+    cls = error_class(error_type)
+    return 502 if cls is None else http_status(cls)
 
 
 def _json_cell(value: Any) -> Any:
     """A table cell as JSON: numbers stay numbers, NA (and non-finite floats) become null."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, (bool, int, str)):
+    value = optional(value)
+    if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return str(value)
-
-
-def _optional(value: Any) -> Any:
-    """A provenance value from a frame row as JSON (NA -> null, numpy scalars -> Python)."""
-    if value is None or pd.isna(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 def _image_file(root: str, path: object, allow_hidden: bool, limit: int) -> Path:
@@ -114,25 +111,26 @@ def _image_file(root: str, path: object, allow_hidden: bool, limit: int) -> Path
     return full
 
 
-def _caption_file(full: Path, settings: Settings) -> dict[str, Any]:
-    """Caption one file through the batch machinery, store included; blocking (its own event loop)."""
-    runner = BatchRunner(caption_task(), settings)
-    try:
-        result = asyncio.run(runner.run([str(full)], 1))[0]
-        if result.error is not None:
-            return {"error": result.error}
-        assert runner.plan is not None and runner.store is not None
-        source = images.identify(str(full), known_hash=runner.store.file_hash)
-        record = runner.store.provenance(runner.plan.key(source.sha256)) or {}
-    finally:
-        runner.close()
+def _captioned(result: RowResult) -> dict[str, Any]:
+    """A captioned row as the caption endpoint answers: the caption and its provenance."""
     return {
         "caption": result.text, "cached": result.cached, "model": result.model,
         "checkpoint": result.checkpoint,
         "latency_s": result.latency_s, "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
-        "server_version": record.get("server_version"), "base_url": record.get("base_url"),
-        "created_at": record.get("created_at"),
+        "server_version": result.server_version, "base_url": result.base_url,
+        "created_at": result.created_at,
+    }
+
+
+def _tabled(table: pd.DataFrame, result: RowResult) -> dict[str, Any]:
+    """A chart's table as the extract-table endpoint answers (cells as JSON, NA as null)."""
+    return {
+        **{key: table.attrs.get(key, "") for key in ("title", "x_label", "y_label", "units")},
+        "columns": [str(name) for name in table.columns],
+        "rows": [[_json_cell(v) for v in r] for r in table.astype(object).itertuples(index=False)],
+        "cached": result.cached, "model": result.model,
+        "latency_s": result.latency_s, "finish_reason": result.finish_reason,
     }
 
 
@@ -173,30 +171,41 @@ class CapRLHandler(ExtensionHandlerMixin, APIHandler):
     def fail(self, exc: CapRLError) -> None:
         status = http_status(exc)
         self.set_status(status)
-        self.finish(json.dumps({"error": self._shown(type(exc), str(exc)), "status": status}))
+        document = {"error": self._shown(type(exc), str(exc)), "error_type": type(exc).__name__,
+                    "status": status}
+        self.finish(json.dumps(document))
 
-    async def image_file(self) -> tuple[str, Path]:
-        """The request's ``path`` and the image file it names, checked in a worker thread."""
+    @property
+    def root_dir(self) -> str:
+        """The Jupyter server's root directory (what the browser's paths are relative to)."""
+        serverapp = self.extensionapp.serverapp
+        assert serverapp is not None  # set once the extension is loaded, before any request
+        return str(serverapp.root_dir)
+
+    async def image_file(self) -> tuple[Any, Path]:
+        """The request's ``path`` (as sent) and the image file it names, checked in a worker thread."""
         path = self.body().get("path")
         app = self.extensionapp
         allow_hidden = bool(getattr(self.contents_manager, "allow_hidden", False))
-        full = await asyncio.to_thread(_image_file, app.serverapp.root_dir, path, allow_hidden, app.max_file_bytes)
+        full = await asyncio.to_thread(_image_file, self.root_dir, path, allow_hidden, app.max_file_bytes)
         return path, full
 
-    def row_failed(self, error: str) -> dict[str, Any]:
-        """Answer with the status a failed row's error maps to; returns the error document.
+    def row_failed(self, result: RowResult) -> dict[str, Any]:
+        """Answer with the status a failed row's ``error_type`` maps to; returns the error document.
 
         File paths in it are shown relative to the Jupyter root, as the browser named them.
         """
-        self.set_status(_status_of_row_error(error))
-        name, _, text = error.partition(": ")
-        kind = getattr(errors, name, None)
-        if isinstance(kind, type) and issubclass(kind, CapRLError) and text:
-            error = f"{name}: {self._shown(kind, text)}"
-        root = self.extensionapp.serverapp.root_dir
+        assert result.error is not None
+        error, kind = result.error, error_class(result.error_type)
+        self.set_status(_status_of_row_error(result.error_type))
+        if kind is not None:
+            shown = self._shown(kind, error)
+            if shown != error:  # a chosen server's reply, summarised: the kind, then our words
+                error = f"{error_label(kind)}: {shown}"
+        root = self.root_dir
         for base in {os.path.realpath(root), os.path.abspath(root)}:
             error = error.replace(base.rstrip(os.sep) + os.sep, "")
-        return {"error": self._redact(error), "status": self.get_status()}
+        return {"error": self._redact(error), "error_type": result.error_type, "status": self.get_status()}
 
     def body(self) -> dict[str, Any]:
         try:
@@ -222,57 +231,50 @@ class StatusHandler(CapRLHandler):
         self.finish(json.dumps(document))
 
 
-class CaptionHandler(CapRLHandler):
+class ImageTaskHandler(CapRLHandler):
+    """``POST {"path": ...}``: one task over the image that path names, through
+    :func:`caprl_nb.rows.run_one`; a failed row answers with its ``error_type``'s status."""
+
+    def task(self) -> Task:
+        raise NotImplementedError
+
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        """The document for a row that succeeded."""
+        raise NotImplementedError
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            path, full = await self.image_file()
+            result = await run_one(self.task(), str(full), self.settings_now())
+            answer = self.row_failed(result) if result.error is not None else await self.answer(result)
+            self.finish(json.dumps({"path": path, **answer}, allow_nan=False))
+        except CapRLError as exc:
+            self.fail(exc)
+
+
+class CaptionHandler(ImageTaskHandler):
     """``POST {"path": ...}``: that image's caption, from the store or the model server."""
 
-    @tornado.web.authenticated
-    @authorized
-    async def post(self) -> None:
-        try:
-            path, full = await self.image_file()
-            # The batch runs its own event loop in a worker thread: its store reads and
-            # writes, image reading and hashing never hold up the Jupyter server.
-            answer = await asyncio.to_thread(_caption_file, full, self.settings_now())
-        except CapRLError as exc:
-            self.fail(exc)
-            return
-        if "error" in answer:
-            answer = self.row_failed(answer["error"])
-        self.finish(json.dumps({"path": path, **answer}))
+    def task(self) -> Task:
+        return caption_task()
+
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        return _captioned(result)
 
 
-class ExtractTableHandler(CapRLHandler):
+class ExtractTableHandler(ImageTaskHandler):
     """``POST {"path": ...}``: the chart in that image as a table (``caprl_nb.extract.chart_table``)."""
 
-    @tornado.web.authenticated
-    @authorized
-    async def post(self) -> None:
-        try:
-            path, full = await self.image_file()
-            self.finish(json.dumps({"path": path, **await self._extract(full)}, allow_nan=False))
-        except CapRLError as exc:
-            self.fail(exc)
+    def task(self) -> Task:
+        return chart_task()
 
-    async def _extract(self, full: Path) -> dict[str, Any]:
-        settings = self.settings_now()
-        options = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
-        try:
-            # chart_table is synchronous (it runs its own event loop): keep it off the server's.
-            frame = await asyncio.to_thread(
-                chart_table, [str(full)], details=True, errors="raise", progress=False, **options
-            )
-        except errors.BatchError as exc:
-            # parse, validation and truncation errors have no class of their own: 502
-            return self.row_failed(str(exc.failure_cases["error"].iloc[0]))
-        row = frame.iloc[0]
-        table: pd.DataFrame = row["table"]
-        return {
-            **{key: table.attrs.get(key, "") for key in ("title", "x_label", "y_label", "units")},
-            "columns": [str(name) for name in table.columns],
-            "rows": [[_json_cell(v) for v in r] for r in table.astype(object).itertuples(index=False)],
-            "cached": bool(row["cached"]), "model": _optional(row["model"]),
-            "latency_s": _optional(row["latency_s"]), "finish_reason": _optional(row["finish_reason"]),
-        }
+    async def answer(self, result: RowResult) -> dict[str, Any]:
+        assert result.text is not None
+        # parsing the answer is CPU work: off the server's event loop
+        table = await asyncio.to_thread(chart_answer_table, result.text)
+        return _tabled(table, result)
 
 
 class RecentHandler(CapRLHandler):
@@ -288,7 +290,7 @@ class RecentHandler(CapRLHandler):
             return
         try:
             path = self.settings_now().store_path
-            root = self.extensionapp.serverapp.root_dir
+            root = self.root_dir
             results = await asyncio.to_thread(_recent, path, limit, root)
         except CapRLError as exc:
             self.fail(exc)

@@ -9,18 +9,18 @@ stored as canonical JSON (sorted keys), so equal answers have equal review keys.
 from __future__ import annotations
 
 import json
-import math
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from caprl_nb.cells import is_missing
 from caprl_nb.errors import ConfigError
 from caprl_nb.extract.parse import parse_number
 
 __all__ = [
-    "canonical_json", "column_kind", "is_missing", "jsonable", "object_array", "parse_table",
+    "canonical_json", "column_kind", "jsonable", "object_array", "parse_table",
     "parse_value", "table_frame", "table_json", "table_kinds",
 ]
 
@@ -33,17 +33,9 @@ def canonical_json(value: Any) -> str:
     return json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
-def is_missing(value: object) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return not math.isfinite(value)
-    return False
-
-
 def jsonable(value: Any) -> Any:
     """A cell as a JSON value (nested lists and dicts included)."""
-    if is_missing(value):
+    if is_missing(value, infinite=True):
         return None
     if isinstance(value, (str, bool)):
         return value
@@ -73,7 +65,7 @@ def column_kind(series: pd.Series) -> str:
         return "number"
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
         return "string"
-    present = [v for v in series.tolist() if not is_missing(v)]
+    present = [v for v in series.tolist() if not is_missing(v, infinite=True)]
     return "string" if all(isinstance(v, str) for v in present) else "json"
 
 
@@ -161,12 +153,12 @@ def parse_table(data: Any, like: pd.DataFrame | None) -> dict[str, Any]:
     for i, row in enumerate(rows, 1):
         if not isinstance(row, list) or len(row) != len(columns):
             raise ConfigError(f"Row {i} of the table needs {len(columns)} cells.")
-    blank = [all(is_missing(c) or (isinstance(c, str) and not c.strip()) for c in row) for row in rows]
+    blank = [all(is_missing(c, infinite=True) or (isinstance(c, str) and not c.strip()) for c in row) for row in rows]
     rows = [row for row, empty in zip(rows, blank) if not empty]  # an added row left blank
     hints = table_kinds(like) if isinstance(like, pd.DataFrame) else []
     out_columns = []
     for j, name in enumerate(columns):
-        cells = [None if is_missing(c) or (isinstance(c, str) and not c.strip()) else c
+        cells = [None if is_missing(c, infinite=True) or (isinstance(c, str) and not c.strip()) else c
                  for c in (r[j] for r in rows)]
         hint = hints[j] if j < len(hints) else None
         if hint in ("integer", "number", "boolean"):

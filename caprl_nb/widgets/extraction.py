@@ -48,13 +48,13 @@ import pandas as pd
 import traitlets
 
 from caprl_nb import frames
+from caprl_nb.cells import is_missing
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.edits import (
     canonical_json,
     column_kind,
-    is_missing,
     jsonable,
     object_array,
     parse_table,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import traitlets
 
+from caprl_nb.cells import is_missing
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
@@ -35,12 +36,8 @@ DETAIL_SIDE = 1280
 _STALE_WINDOWS = 4  # thumbnail work for windows older than this many requests is dropped
 
 
-def _missing(value: object) -> bool:
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
 def _fmt(value: object) -> str:
-    if _missing(value):
+    if is_missing(value):
         return ""
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
@@ -98,10 +95,10 @@ class Gallery(anywidget.AnyWidget):
         self._index = data.index
         self._images = data[image].to_numpy(dtype=object)
         self._captions: list[str | None] = [
-            None if _missing(v) else str(v) for v in data[caption].tolist()
+            None if is_missing(v) else str(v) for v in data[caption].tolist()
         ]
         errors = data[error].tolist() if error is not None else [None] * n
-        self._errors: list[str | None] = [None if _missing(e) else str(e) for e in errors]
+        self._errors: list[str | None] = [None if is_missing(e) else str(e) for e in errors]
         self._failed = np.array(
             [e is not None or c is None for e, c in zip(self._errors, self._captions)], dtype=bool
         )

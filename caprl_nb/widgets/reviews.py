@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from caprl_nb import images
+from caprl_nb.cells import is_missing
 from caprl_nb.errors import ConfigError
 from caprl_nb.fetch import public_url
 from caprl_nb.store import ResultStore
+from caprl_nb.widgets.review_store import ReviewStore
 
 __all__ = ["STATUSES", "ReviewModel", "item_key", "release", "row_id", "source_name"]
 
@@ -48,7 +50,7 @@ def source_name(value: object) -> str:
 
 def _image_identity(value: object) -> bytes:
     """Cheap, stable identity of an image value: a path or URL as text, in-memory data hashed."""
-    if isinstance(value, os.PathLike) or isinstance(value, str):
+    if isinstance(value, (os.PathLike, str)):
         text = os.fspath(value)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "surrogateescape")
@@ -75,8 +77,7 @@ def item_key(image: object, text: object) -> str:
     """The key a decision is stored under: (image identity, original text)."""
     h = hashlib.sha256(_image_identity(image))
     h.update(b"\0text\0")
-    missing = text is None or (not isinstance(text, str) and bool(pd.isna(text)))
-    h.update(b"" if missing else str(text).encode())
+    h.update(b"" if is_missing(text) else str(text).encode())
     return h.hexdigest()
 
 
@@ -107,15 +108,16 @@ def release(pool: Executor | None, reviews: ReviewModel | None) -> None:
 
 
 class ReviewModel:
-    """Statuses and edits for ``n`` rows, written through to a :class:`ResultStore`."""
+    """Statuses and edits for ``n`` rows, written through to the result store's review table
+    (:class:`~caprl_nb.widgets.review_store.ReviewStore`); ``store=None`` keeps them in memory."""
 
     def __init__(self, items: Sequence[str], store: ResultStore | None) -> None:
         self.items = list(items)
-        self.store = store
+        self.store = None if store is None else ReviewStore(store)
         self.codes = np.zeros(len(self.items), dtype=np.int8)
         self.edits: dict[int, str] = {}
-        if store is not None:
-            stored = store.reviews(self.items)
+        if self.store is not None:
+            stored = self.store.decisions(self.items)
             for row, item in enumerate(self.items):
                 if item in stored:
                     status, edited = stored[item]
@@ -154,7 +156,7 @@ class ReviewModel:
 
     def _persist(self, row: int) -> None:
         if self.store is not None:
-            self.store.put_review(self.items[row], self.status(row), self.edits.get(row))
+            self.store.put(self.items[row], self.status(row), self.edits.get(row))
 
     def close(self) -> None:
         """Close the store; later decisions are kept in memory only."""
