@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -40,15 +41,16 @@ class Fetched:
 def public_url(url: str) -> str:
     """``url`` without user info, query string or fragment; never raises."""
     text = url.strip()
+    scheme = text.split(":", 1)[0] if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text) else "URL"
+    unparsable = f"{scheme}://(an address that does not parse; check the URL)"
     try:
         parts = urllib.parse.urlsplit(text)
-    except ValueError:  # e.g. an unbalanced [ in the host: cut by hand
-        return text.split("#", 1)[0].split("?", 1)[0].rpartition("@")[2]
-    netloc = parts.netloc.rpartition("@")[2]
-    try:
         parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:  # "http://user:pa?ss@host": an unescaped ? or / cut the password in two
-        return f"{parts.scheme}://(an address that does not parse; check the URL)"
+    except ValueError:
+        # an unbalanced [ in the host, or "http://user:pa?ss@host" (an unescaped ? or / cut the
+        # password in two): no part of it can be shown safely
+        return unparsable
+    netloc = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -56,7 +58,7 @@ def _scrub(text: str, url: str) -> str:
     """``text`` (an exception message) with ``url`` and its query string replaced."""
     shown = public_url(url)
     text = text.replace(url.strip(), shown)
-    query = urllib.parse.urlsplit(url.strip()).query if "?" in url else ""
+    query = url.strip().split("#", 1)[0].partition("?")[2]
     return text.replace(query, "...") if query else text
 
 

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -142,6 +142,7 @@ def test_arrays_of_any_shape_and_dtype(shape: tuple[int, ...], dtype: str, seed:
 
 
 @SETTINGS
+@example("http", "0", "/a.png", "[")  # an unbalanced [ made urlsplit fail; the fallback showed "user:pw["
 @given(
     st.sampled_from(["http", "https", "HTTPS", "s3", "ftp"]),
     st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,2}", fullmatch=True),
