@@ -156,7 +156,7 @@ def scroll_to_end(nb: Any, scroller: str, last: str, timeout: float) -> float:
 
 def run_gallery(lab: Any, chromium: Any, name: str, setup: str, rows: int, args: Any) -> dict[str, Any]:
     """One fresh notebook and kernel: display the gallery, measure, scroll to the end."""
-    from tests.jupyterlab import LabNotebook
+    from tests.support.jupyterlab import LabNotebook
 
     nb = LabNotebook.create(lab, chromium, name, [setup], timeout=args.timeout)
     try:
@@ -188,7 +188,7 @@ def run_gallery(lab: Any, chromium: Any, name: str, setup: str, rows: int, args:
 
 def run_baseline(lab: Any, chromium: Any, name: str, setup: str, args: Any) -> dict[str, Any]:
     """One fresh notebook and kernel: display the naive ipywidgets.HTML, measure, scroll to the end."""
-    from tests.jupyterlab import LabNotebook
+    from tests.support.jupyterlab import LabNotebook
 
     nb = LabNotebook.create(lab, chromium, name, [setup], timeout=args.timeout)
     try:
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for screenshots")
     args = parser.parse_args()
 
-    from tests.jupyterlab import CHROMIUM, browser, start_jupyterlab
+    from tests.support.jupyterlab import CHROMIUM, browser, start_jupyterlab
 
     if not CHROMIUM.exists():
         sys.exit(f"no Chromium at {CHROMIUM}; apt-get install chromium")

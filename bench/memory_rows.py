@@ -38,7 +38,7 @@ print(json.dumps({"rows": rows, "ok": int(out["error"].isna().sum()), "peak_kib"
 
 SIM = r"""
 import sys, time
-from tests.vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 sim = VLLMSimulator(keep_bodies=False, completion_tokens=40).start()
 print(sim.base_url, flush=True)
 sys.stdin.read()

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SERVER = (
-    "import signal, sys; from tests.vllm_sim import VLLMSimulator; "
+    "import signal, sys; from tests.support.vllm_sim import VLLMSimulator; "
     "VLLMSimulator(port=int(sys.argv[1]), latency=0.5, capacity=256, keep_bodies=False).start(); "
     "print('up', flush=True); signal.pause()"
 )
