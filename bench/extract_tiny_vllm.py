@@ -35,6 +35,7 @@ def main() -> None:
 
     import caprl_nb  # noqa: F401  (registers df.caprl)
     from caprl_nb.extract import groundtruth
+
     from tests.conftest import make_images
     from tests.support.vllm_server import start_tiny_server
 

@@ -59,6 +59,7 @@ def main() -> None:
         listing.write_text(json.dumps(files))
         sim = subprocess.Popen([sys.executable, "-c", SIM], cwd=ROOT, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
+        assert sim.stdin is not None and sim.stdout is not None  # both are pipes
         base_url = sim.stdout.readline().strip()
         results = {}
         try:

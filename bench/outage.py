@@ -23,6 +23,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +46,7 @@ def start_server(port: int) -> subprocess.Popen[str]:
 
 
 def run(files: list[str], port: int, home: Path, kill_after: float, restart_after: float | None,
-        outage_timeout: float) -> tuple[float, float, object]:
+        outage_timeout: float) -> tuple[float, float, pd.DataFrame]:
     import pandas as pd
 
     import caprl_nb  # noqa: F401  (registers Series.caprl)
@@ -85,6 +89,7 @@ def main() -> None:
     import warnings
 
     from caprl_nb.engine import free_port
+
     from tests.conftest import make_images
 
     warnings.simplefilter("ignore")

@@ -33,6 +33,7 @@ def main() -> None:
     import pandas as pd
 
     import caprl_nb
+
     from tests.conftest import make_images
     from tests.support.vllm_sim import VLLMSimulator
 

@@ -34,8 +34,6 @@ from caprl_nb.prompts import CAPTION_PROMPT
 
 __all__ = [
     "CAPTION_PROMPT",
-    "ExtractionReview",
-    "Gallery",
     "BatchError",
     "CapRLError",
     "CapRLWarning",
@@ -43,6 +41,8 @@ __all__ = [
     "ColumnNotFoundError",
     "ConfigError",
     "EngineError",
+    "ExtractionReview",
+    "Gallery",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
