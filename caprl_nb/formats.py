@@ -92,7 +92,7 @@ def open_image(content: bytes) -> Image.Image:
 def _register_heif() -> bool:
     """Register pillow-heif's opener with Pillow, if that maintained plugin is installed."""
     try:
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]  # optional
+        from pillow_heif import register_heif_opener
     except ImportError:
         return False
     register_heif_opener()
