@@ -34,6 +34,8 @@ from caprl_nb.prompts import CAPTION_PROMPT
 
 __all__ = [
     "CAPTION_PROMPT",
+    "ExtractionReview",
+    "Gallery",
     "BatchError",
     "CapRLError",
     "CapRLWarning",
@@ -41,8 +43,6 @@ __all__ = [
     "ColumnNotFoundError",
     "ConfigError",
     "EngineError",
-    "ExtractionReview",
-    "Gallery",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
