@@ -1,6 +1,6 @@
 """Wall time of df.caprl.extract over 50 mixed images on real vLLM (CPU), tiny random Qwen2.5-VL.
 
-The figure tests/test_extract_vllm.py used to hold as an assert (< 60 s), kept here as a target:
+The figure tests/extract/test_vllm.py used to hold as an assert (< 60 s), kept here as a target:
 on a loaded machine it is missed without anything being wrong. Starts `caprl-nb serve --model
 tiny` on a free loopback port (needs CAPRL_VLLM_PYTHON, as the tests do), extracts a six-field
 schema from 20 charts, 10 documents and 20 noise images with max_tokens=256, and prints the wall
@@ -35,8 +35,9 @@ def main() -> None:
 
     import caprl_nb  # noqa: F401  (registers df.caprl)
     from caprl_nb.extract import groundtruth
+
     from tests.conftest import make_images
-    from tests.vllm_server import start_tiny_server
+    from tests.support.vllm_server import start_tiny_server
 
     class PageFacts(pydantic.BaseModel):
         title: str = pydantic.Field(max_length=40)

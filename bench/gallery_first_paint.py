@@ -156,12 +156,12 @@ def scroll_to_end(nb: Any, scroller: str, last: str, timeout: float) -> float:
 
 def run_gallery(lab: Any, chromium: Any, name: str, setup: str, rows: int, args: Any) -> dict[str, Any]:
     """One fresh notebook and kernel: display the gallery, measure, scroll to the end."""
-    from tests.jupyterlab import LabNotebook
+    from tests.support.jupyterlab import LabNotebook
 
     nb = LabNotebook.create(lab, chromium, name, [setup], timeout=args.timeout)
     try:
         nb.run_all(args.timeout)
-        m = measure(nb, GALLERY, GALLERY_CARD, GALLERY_THUMB, args.timeout)
+        m: dict[str, Any] = measure(nb, GALLERY, GALLERY_CARD, GALLERY_THUMB, args.timeout)
         root_el = nb.page.locator("[data-testid=caprl-gallery]")
         grid = nb.page.locator("[data-testid=grid]")
         m["first_paint"] = float(root_el.get_attribute("data-first-paint-ms") or "nan")
@@ -188,7 +188,7 @@ def run_gallery(lab: Any, chromium: Any, name: str, setup: str, rows: int, args:
 
 def run_baseline(lab: Any, chromium: Any, name: str, setup: str, args: Any) -> dict[str, Any]:
     """One fresh notebook and kernel: display the naive ipywidgets.HTML, measure, scroll to the end."""
-    from tests.jupyterlab import LabNotebook
+    from tests.support.jupyterlab import LabNotebook
 
     nb = LabNotebook.create(lab, chromium, name, [setup], timeout=args.timeout)
     try:
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for screenshots")
     args = parser.parse_args()
 
-    from tests.jupyterlab import CHROMIUM, browser, start_jupyterlab
+    from tests.support.jupyterlab import CHROMIUM, browser, start_jupyterlab
 
     if not CHROMIUM.exists():
         sys.exit(f"no Chromium at {CHROMIUM}; apt-get install chromium")
@@ -227,8 +227,10 @@ def main() -> None:
         env = {"CAPRL_HOME": str(Path(tmp) / "home")}
         with start_jupyterlab(root, env, state_dir=Path(tmp) / "lab") as lab, browser() as chromium:
             for i in range(args.repeat):  # alternate which side goes first
-                sides = [lambda: ours.append(run_gallery(lab, chromium, f"gallery{i}.ipynb", setup, args.rows, args)),
-                         lambda: naive.append(run_baseline(lab, chromium, f"baseline{i}.ipynb", setup, args))]
+                sides = [  # i=i: each call runs in its own iteration, bound there all the same
+                    lambda i=i: ours.append(run_gallery(lab, chromium, f"gallery{i}.ipynb", setup, args.rows, args)),
+                    lambda i=i: naive.append(run_baseline(lab, chromium, f"baseline{i}.ipynb", setup, args)),
+                ]
                 for side in sides if i % 2 == 0 else sides[::-1]:
                     side()
 
@@ -245,7 +247,10 @@ def main() -> None:
               f"{med(runs, 'scroll'):13.0f}ms")
     card = [round(r["card"]) for r in ours], [round(r["card"]) for r in naive]
     print(f"first card, every run (ms): gallery {card[0]}, baseline {card[1]}")
-    ratio = lambda key: med(naive, key) / med(ours, key) if med(ours, key) > 0 else float("nan")  # noqa: E731
+
+    def ratio(key: str) -> float:
+        return med(naive, key) / med(ours, key) if med(ours, key) > 0 else float("nan")
+
     print(f"ratio baseline / gallery (>1: the gallery is better): first card {ratio('card'):.2f}x, "
           f"first thumbnail {ratio('thumb'):.2f}x, nodes in widget {ratio('widget_nodes'):.0f}x, "
           f"page nodes {ratio('nodes'):.0f}x, JS heap {ratio('heap'):.1f}x")

@@ -38,7 +38,7 @@ print(json.dumps({"rows": rows, "ok": int(out["error"].isna().sum()), "peak_kib"
 
 SIM = r"""
 import sys, time
-from tests.vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 sim = VLLMSimulator(keep_bodies=False, completion_tokens=40).start()
 print(sim.base_url, flush=True)
 sys.stdin.read()
@@ -59,6 +59,7 @@ def main() -> None:
         listing.write_text(json.dumps(files))
         sim = subprocess.Popen([sys.executable, "-c", SIM], cwd=ROOT, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
+        assert sim.stdin is not None and sim.stdout is not None  # both are pipes
         base_url = sim.stdout.readline().strip()
         results = {}
         try:

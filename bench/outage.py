@@ -23,12 +23,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SERVER = (
-    "import signal, sys; from tests.vllm_sim import VLLMSimulator; "
+    "import signal, sys; from tests.support.vllm_sim import VLLMSimulator; "
     "VLLMSimulator(port=int(sys.argv[1]), latency=0.5, capacity=256, keep_bodies=False).start(); "
     "print('up', flush=True); signal.pause()"
 )
@@ -42,7 +46,7 @@ def start_server(port: int) -> subprocess.Popen[str]:
 
 
 def run(files: list[str], port: int, home: Path, kill_after: float, restart_after: float | None,
-        outage_timeout: float) -> tuple[float, float, object]:
+        outage_timeout: float) -> tuple[float, float, pd.DataFrame]:
     import pandas as pd
 
     import caprl_nb  # noqa: F401  (registers Series.caprl)
@@ -85,6 +89,7 @@ def main() -> None:
     import warnings
 
     from caprl_nb.engine import free_port
+
     from tests.conftest import make_images
 
     warnings.simplefilter("ignore")

@@ -33,8 +33,9 @@ def main() -> None:
     import pandas as pd
 
     import caprl_nb
+
     from tests.conftest import make_images
-    from tests.vllm_sim import VLLMSimulator
+    from tests.support.vllm_sim import VLLMSimulator
 
     with tempfile.TemporaryDirectory() as tmp, VLLMSimulator(
         latency=args.latency, capacity=args.capacity, keep_bodies=False

@@ -29,7 +29,8 @@ class CapRLFrameAccessor:
     def _column(self, column: Any) -> pd.Series:
         if column not in self._frame.columns:
             raise ColumnNotFoundError(column, list(self._frame.columns))
-        return self._frame[column]
+        series: pd.Series = self._frame[column]  # pandas-stubs: a label of unknown type may select a frame
+        return series
 
     def caption(self, column: Any, **options: Any) -> pd.Series | pd.DataFrame:
         """Caption the images in ``column``; see :func:`caprl_nb.caption` for the options."""

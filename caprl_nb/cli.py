@@ -348,7 +348,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="OpenAI-compatible root (default: CAPRL_BASE_URL or http://localhost:8000/v1)")
     parser.add_argument("--model", help="served model id (default: the one the server lists)")
-    parser.add_argument("--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5")
+    parser.add_argument(
+        "--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -376,19 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, help="sampling seed sent to the server (part of the cache key)")
     p.add_argument("--concurrency", type=int)
-    p.add_argument("--wait-for-server", type=float, metavar="SECONDS", help="wait this long for a server that is still starting")
-    p.add_argument("--offline", action="store_true", help="answer from the result store only, as the checkpoint last seen at the URL")
+    p.add_argument(
+        "--wait-for-server", type=float, metavar="SECONDS", help="wait this long for a server that is still starting"
+    )
+    p.add_argument(
+        "--offline", action="store_true",
+        help="answer from the result store only, as the checkpoint last seen at the URL",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("serve", help="run a vLLM server for a CapRL model")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local path (default {DEFAULT_MODEL}); 'tiny' = offline smoke model")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"HF id or local path (default {DEFAULT_MODEL}); 'tiny' = offline smoke model",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-model-len", type=int)
-    p.add_argument("--python", help="the Python that has vLLM (default: CAPRL_VLLM_PYTHON, this one, or the installed CPU engine)")
+    p.add_argument(
+        "--python", help="the Python that has vLLM (default: CAPRL_VLLM_PYTHON, this one, or the installed CPU engine)"
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for /health")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: passed to vLLM as is")
     p.set_defaults(func=cmd_serve)

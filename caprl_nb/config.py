@@ -15,8 +15,9 @@ default, applies); a ``None`` call argument means "not given".
 
 ``model=None`` means "ask the server": the single model ``/v1/models`` lists, else ``caprl``
 (the served name the CapRL authors use); a server with several models and none called
-``caprl`` is a :class:`~caprl_nb.errors.ConfigError` listing them, before any row is sent. The served name is only an alias: results are keyed
-by the checkpoint the server reports it loaded (see :mod:`caprl_nb.plan`).
+``caprl`` is a :class:`~caprl_nb.errors.ConfigError` listing them, before any row is sent. The
+served name is only an alias: results are keyed by the checkpoint the server reports it loaded
+(see :mod:`caprl_nb.plan`).
 
 The API key never appears in a repr or a message.
 """
@@ -27,6 +28,7 @@ import dataclasses
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -140,7 +142,7 @@ def _flag(text: str) -> bool:
     raise ValueError(text)
 
 
-_ENV = {
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "base_url": ("CAPRL_BASE_URL", str),
     "model": ("CAPRL_MODEL", str),
     "api_key": ("CAPRL_API_KEY", str),

@@ -109,7 +109,9 @@ class _Progress:
     received: int = 0
 
 
-async def _download(client: httpx.AsyncClient, url: str, max_bytes: int, timeout: float, progress: _Progress) -> Fetched:
+async def _download(
+    client: httpx.AsyncClient, url: str, max_bytes: int, timeout: float, progress: _Progress
+) -> Fetched:
     desc = f"URL {public_url(url)}"
     buf = bytearray()
     try:
@@ -126,10 +128,12 @@ async def _download(client: httpx.AsyncClient, url: str, max_bytes: int, timeout
                 check_cap(len(buf), max_bytes, f"{desc} (so far)")
             content_type = resp.headers.get("content-type")
     except httpx.TooManyRedirects as exc:
-        msg = f"{desc} redirected more than {MAX_REDIRECTS} times (a redirect loop?). Open it in a browser to find the image's real address."
+        msg = (f"{desc} redirected more than {MAX_REDIRECTS} times (a redirect loop?). "
+               "Open it in a browser to find the image's real address.")
         raise ImageNotFoundError(msg) from exc
     except httpx.TimeoutException as exc:
-        msg = f"{desc} did not answer within {timeout:g} s ({type(exc).__name__}). Check the address, or pass a larger url_timeout=."
+        msg = (f"{desc} did not answer within {timeout:g} s ({type(exc).__name__}). "
+               "Check the address, or pass a larger url_timeout=.")
         raise ImageNotFoundError(msg) from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         why = _scrub(str(exc), url) or type(exc).__name__
@@ -154,7 +158,8 @@ def _status_message(desc: str, status: int, reason: str) -> str:
     if status in (404, 410):
         return f"{answered}: there is no image there. Check the address."
     if status in (401, 403):
-        return f"{answered}: the server wants credentials or refuses scripts (or a presigned link expired). Download the image and pass the file instead."
+        return (f"{answered}: the server wants credentials or refuses scripts (or a presigned link expired). "
+                "Download the image and pass the file instead.")
     if status == 429 or status >= 500:
         return f"{answered}: the image server is busy or failing. Try again later."
     return f"{answered}. Check the address."

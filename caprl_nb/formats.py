@@ -55,22 +55,28 @@ def unidentified(desc: str, content: bytes, hint: str) -> str:
     """Why Pillow could not identify ``content``, and what to do about it."""
     kind = sniff(content)
     if kind == "SVG":
-        return f"{desc} is an SVG drawing (vector graphics), not a raster image the model can read. Render it to PNG first (e.g. with cairosvg, or export from the editor)."
+        return (f"{desc} is an SVG drawing (vector graphics), not a raster image the model can read. "
+                "Render it to PNG first (e.g. with cairosvg, or export from the editor).")
     if kind == "HTML":
         return f"{desc} is an HTML web page, not an image.{hint} Pass the address or file of the image itself."
     if kind == "PDF":
-        return f"{desc} is a PDF, not an image. Use df.caprl.extract, which reads PDFs page by page, or caprl_nb.extract.expand_pdfs([...]).values for one image per page."
+        return (f"{desc} is a PDF, not an image. Use df.caprl.extract, which reads PDFs page by page, "
+                "or caprl_nb.extract.expand_pdfs([...]).values for one image per page.")
     if kind == "HEIC":
-        return f"unsupported format: HEIC; {desc} is a HEIC/HEIF photo, which Pillow cannot read on its own. Convert it to JPEG, or `pip install pillow-heif` (caprl_nb uses it once installed)."
+        return (f"unsupported format: HEIC; {desc} is a HEIC/HEIF photo, which Pillow cannot read on its own. "
+                "Convert it to JPEG, or `pip install pillow-heif` (caprl_nb uses it once installed).")
     if kind == "AVIF":
-        return f"unsupported format: AVIF; this Pillow build cannot read {desc}. Upgrade Pillow (11.2 and later read AVIF when built with libavif, as its wheels are), or convert it to JPEG or PNG."
+        return (f"unsupported format: AVIF; this Pillow build cannot read {desc}. Upgrade Pillow "
+                "(11.2 and later read AVIF when built with libavif, as its wheels are), or convert it to JPEG or PNG.")
     if kind in ("text", "XML"):
         start = content[:24].decode("utf-8", "replace")
         named = " Its name may say .jpg while its content is not; check the file." if desc.startswith("file ") else ""
         return f"{desc} is not an image: it holds {kind} (it starts with {start!r}).{hint}{named}"
     if kind in IMAGE_KINDS:
-        return f"{desc} starts like a {kind} file, but Pillow cannot read it: it may be truncated or corrupt.{hint} Re-save or re-download it."
-    return f"{desc} is not an image Pillow can read (it starts with {content[:8]!r}).{hint} Check that it is a JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF file."
+        return (f"{desc} starts like a {kind} file, but Pillow cannot read it: it may be truncated or corrupt.{hint} "
+                "Re-save or re-download it.")
+    return (f"{desc} is not an image Pillow can read (it starts with {content[:8]!r}).{hint} "
+            "Check that it is a JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF file.")
 
 
 def open_image(content: bytes) -> Image.Image:
@@ -86,7 +92,7 @@ def open_image(content: bytes) -> Image.Image:
 def _register_heif() -> bool:
     """Register pillow-heif's opener with Pillow, if that maintained plugin is installed."""
     try:
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]  # optional
+        from pillow_heif import register_heif_opener
     except ImportError:
         return False
     register_heif_opener()

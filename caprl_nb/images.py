@@ -13,9 +13,10 @@ decoded, and Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed. Memory
 across worker threads too: at most ``DEFAULT_MAX_DECODE_PIXELS`` pixels (after JPEG's free
 1/2..1/8 draft scaling) are decoded at once in the process; other decodes wait their turn.
 Pillow's own check in ``Image.open`` still raises above twice its ``MAX_IMAGE_PIXELS``
-(178,956,970, our default too; translated here) and warns between 1x and 2x. That ``DecompressionBombWarning`` is left alone: silencing it would
-swap the process-wide warning filters from many threads (``warnings.catch_warnings`` is not
-thread-safe). Where warnings are errors, it is translated like the error.
+(178,956,970, our default too; translated here) and warns between 1x and 2x. That
+``DecompressionBombWarning`` is left alone: silencing it would swap the process-wide warning
+filters from many threads (``warnings.catch_warnings`` is not thread-safe). Where warnings are
+errors, it is translated like the error.
 """
 
 from __future__ import annotations
@@ -64,9 +65,14 @@ _PHOTO_PIXELS = 4_000_000  # decoded images above this (with no lossless origin)
 _JPEG_QUALITY = 95
 _ORIENTATION = 0x0112  # EXIF tag 274
 _T = Image.Transpose  # EXIF orientation -> transpose, the table ImageOps.exif_transpose uses
-_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
+_TRANSPOSE = {
+    2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE,
+    6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90,
+}
 # What Pillow's decoders raise on corrupt input besides OSError; translated only around Pillow calls.
-_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError, ZeroDivisionError)
+_PILLOW_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError, ZeroDivisionError,
+)
 _URLISH = re.compile(r"^(www\.|[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}(:\d+)?/)", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -119,7 +125,8 @@ class ImageSource:
             raise ImageError(msg)
         data, now = _read_file(self.stat.path, self.description, self._max_bytes)
         if now != self.stat:
-            msg = f"{self.description} changed after it was hashed (its size or mtime differ). Run the call again once nothing is writing to it."
+            msg = (f"{self.description} changed after it was hashed (its size or mtime differ). "
+                   "Run the call again once nothing is writing to it.")
             raise ImageError(msg)
         return data
 
@@ -149,7 +156,7 @@ def describe(value: object) -> str:
                 return f"URL {_short(public_url(text))}"  # no user:password, query or fragment
             return f"file {_short(text)!r}" if text else "empty string ''"
         return f"{type(value).__name__} {_short(repr(value))}"
-    except Exception:  # describe() feeds error messages, so it must not fail itself
+    except Exception:  # noqa: BLE001 - describe() feeds error messages, so it must not fail itself
         return f"<{type(value).__name__}>"
 
 
@@ -199,7 +206,8 @@ def identify(
     if isinstance(value, (str, os.PathLike)):
         text = os.fsdecode(value) if isinstance(value, os.PathLike) else value
         if "\0" in text:
-            msg = f"The row's input {describe(value)} holds a NUL byte, which no file name can. Check how the column was filled."
+            msg = (f"The row's input {describe(value)} holds a NUL byte, which no file name can. "
+                   "Check how the column was filled.")
             raise UnsupportedImageError(msg)
         stripped = text.strip()
         if not stripped:
@@ -212,10 +220,12 @@ def identify(
             if low.startswith(("http://", "https://")):
                 return _identify_url(stripped, max_bytes, url_timeout)
             if _SCHEME.match(stripped):
-                msg = f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. Download it first and pass the local file."
+                msg = (f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. "
+                       "Download it first and pass the local file.")
                 raise UnsupportedImageError(msg)
         return _identify_file(text, known_hash, max_bytes)
-    msg = f"Cannot read {describe(value)} as an image. Pass a file path, an http(s) URL, a data: URL, bytes, a PIL.Image.Image or a numpy array."
+    msg = (f"Cannot read {describe(value)} as an image. Pass a file path, an http(s) URL, a data: URL, bytes, "
+           "a PIL.Image.Image or a numpy array.")
     raise UnsupportedImageError(msg)
 
 
@@ -236,14 +246,16 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
         path = os.path.realpath(given)
         os.fsencode(path)
     except (UnicodeError, ValueError) as exc:  # a lone surrogate: no file can have that name
-        msg = f"The row's input {describe(text)} is not a name the file system can hold ({exc}). Check how the column was filled."
+        msg = (f"The row's input {describe(text)} is not a name the file system can hold ({exc}). "
+               "Check how the column was filled.")
         raise UnsupportedImageError(msg) from exc
     desc = f"file {_short(path)!r}"
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError) as exc:
         if os.path.lexists(given):  # the name is there, what it links to is not
-            msg = f"{given!r} is a broken symbolic link: it points to {path!r}, which does not exist. Fix or remove the link."
+            msg = (f"{given!r} is a broken symbolic link: it points to {path!r}, which does not exist. "
+                   "Fix or remove the link.")
             raise ImageNotFoundError(msg) from exc
         hint = " If it is a web address, add https:// in front." if _URLISH.match(text) else ""
         where = "" if os.path.isabs(os.path.expanduser(text)) else f" (relative paths start at {os.getcwd()})"
@@ -253,7 +265,8 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
         msg = f"Cannot look at {desc}: {exc.strerror or exc}. Check the path and its permissions."
         raise ImageError(msg) from exc
     if stat_mod.S_ISDIR(st.st_mode):
-        msg = f"{path!r} is a folder, not an image file. Pass the image files inside it (caprl_nb.images.is_image_path picks them by extension)."
+        msg = (f"{path!r} is a folder, not an image file. Pass the image files inside it "
+               "(caprl_nb.images.is_image_path picks them by extension).")
         raise ImageNotFoundError(msg)
     if not stat_mod.S_ISREG(st.st_mode):
         msg = f"{desc} is not a regular file (a pipe, socket or device). Copy the image to a file first."
@@ -324,7 +337,8 @@ def _identify_url(url: str, max_bytes: int, timeout: float) -> ImageSource:
     if (kind.startswith("text/") or kind.endswith(("html", "json", "xml"))) and sniff(data) not in IMAGE_KINDS:
         named = sniff(data)
         what = f" ({named})" if named and named != kind else ""
-        msg = f"{desc} sent {kind}{what}, not an image: probably a web page about the image rather than the image itself. "
+        msg = f"{desc} sent {kind}{what}, not an image: "
+        msg += "probably a web page about the image rather than the image itself. "
         msg += "Use the image's own address (in a browser: right-click the image, Copy Image Address)."
         raise ImageDecodeError(msg)
     return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data, _content_type=content_type)
@@ -393,12 +407,14 @@ def prepare(
 
 
 def _prepare_encoded(
-    source: ImageSource, img: Image.Image, content: bytes, preset: ModelPreset, max_image_tokens: int | None, max_decode_pixels: int
+    source: ImageSource, img: Image.Image, content: bytes, preset: ModelPreset, max_image_tokens: int | None,
+    max_decode_pixels: int,
 ) -> Payload:
     w0, h0 = img.size
     if w0 * h0 > max_decode_pixels:
-        msg = f"{source.description} claims {w0}x{h0} = {w0 * h0:,} pixels, over the {max_decode_pixels:,}-pixel limit on decoding "
-        msg += "(a guard against decompression bombs). If you trust it, pass a larger max_decode_pixels=, or shrink it first."
+        msg = f"{source.description} claims {w0}x{h0} = {w0 * h0:,} pixels, "
+        msg += f"over the {max_decode_pixels:,}-pixel limit on decoding (a guard against decompression bombs). "
+        msg += "If you trust it, pass a larger max_decode_pixels=, or shrink it first."
         raise ImageTooLargeError(msg)
     fmt = img.format or ""
     if fmt == "PNG" and "exif" not in img.info and b"eXIf" in content:  # EXIF after the pixels
@@ -444,7 +460,9 @@ class _PixelBudget:
 _DECODING = _PixelBudget(DEFAULT_MAX_DECODE_PIXELS)
 
 
-def _prepare_decoded(source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None) -> Payload:
+def _prepare_decoded(
+    source: ImageSource, img: Image.Image, preset: ModelPreset, max_image_tokens: int | None
+) -> Payload:
     orientation = _orientation(img, png_getexif=True)
     (ow, oh), fit, pre_target = _geometry(img.size, orientation, preset, max_image_tokens)
     photo = img.format in ("JPEG", "MPO") or (img.format is None and ow * oh > _PHOTO_PIXELS)
@@ -518,7 +536,8 @@ def _pillow_errors(desc: str, content_type: str | None = None, content: bytes | 
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        msg = f"{desc} is too large to decode safely ({exc}). If you trust it, raise PIL.Image.MAX_IMAGE_PIXELS and max_decode_pixels=, or shrink it first."
+        msg = (f"{desc} is too large to decode safely ({exc}). If you trust it, raise PIL.Image.MAX_IMAGE_PIXELS "
+               "and max_decode_pixels=, or shrink it first.")
         raise ImageTooLargeError(msg) from exc
     except _PILLOW_ERRORS as exc:
         hint = ""
@@ -527,6 +546,7 @@ def _pillow_errors(desc: str, content_type: str | None = None, content: bytes | 
         if isinstance(exc, UnidentifiedImageError):
             msg = unidentified(desc, content or b"", hint)
         else:
-            msg = f"{desc} could not be decoded ({exc or type(exc).__name__}).{hint} It may be truncated or corrupt; re-save or re-download it."
+            msg = (f"{desc} could not be decoded ({exc or type(exc).__name__}).{hint} "
+                   "It may be truncated or corrupt; re-save or re-download it.")
         raise ImageDecodeError(msg) from exc
 

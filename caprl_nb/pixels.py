@@ -34,7 +34,8 @@ def array_to_image(arr: np.ndarray) -> Image.Image:
         msg = f"Cannot read an array of shape {shape} ({arr.dtype}) as an image: use HxW, HxWx1, HxWx3 or HxWx4.{hint}"
         raise UnsupportedImageError(msg)
     if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        msg = f"Cannot read an array of dtype {arr.dtype} (shape {shape}) as an image: use bool, integer or float pixels."
+        msg = (f"Cannot read an array of dtype {arr.dtype} (shape {shape}) as an image: "
+               "use bool, integer or float pixels.")
         raise UnsupportedImageError(msg)
     pixels = np.ascontiguousarray(to_uint8(arr))
     mode = "L" if pixels.ndim == 2 else ("RGB" if pixels.shape[2] == 3 else "RGBA")
@@ -50,7 +51,8 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     """
     kind = arr.dtype.type
     if kind is np.bool_:
-        return arr.astype(np.uint8) * np.uint8(255)
+        scaled: np.ndarray = arr.astype(np.uint8) * np.uint8(255)  # numpy's stubs lose the type here
+        return scaled
     if kind is np.uint8:
         return arr
     if kind is np.uint16:  # either byte order
@@ -59,13 +61,13 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     if floating:
         arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(arr.min()), float(arr.max())
-    if floating and 0 <= lo and hi <= 1:
+    if floating and lo >= 0 and hi <= 1:
         arr = arr * 255
-    elif not (0 <= lo and hi <= 255):
-        if not floating and 0 <= lo and hi <= 65535:
+    elif not (lo >= 0 and hi <= 255):
+        if not floating and lo >= 0 and hi <= 65535:
             return (arr >> 8).astype(np.uint8)
         arr = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo)) if hi > lo else np.clip(arr, 0, 255)
-    return np.rint(arr).astype(np.uint8)
+    return np.rint(arr.astype(np.float64, copy=False)).astype(np.uint8)
 
 
 def flatten(img: Image.Image) -> Image.Image:

@@ -120,7 +120,7 @@ def _sampling(
     max_tokens: int | None, temperature: float | None, top_p: float | None,
     repetition_penalty: float | None, seed: int | None = None,
 ) -> Sampling:
-    given = {
+    given: dict[str, Any] = {
         "max_tokens": max_tokens,
         "temperature": temperature,
         "top_p": top_p,

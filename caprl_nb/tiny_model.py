@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SEED = 20250901
 MARKER = "caprl_tiny_model.json"  # written last: its presence means the build finished
@@ -81,7 +82,7 @@ CORPUS = [
 ]
 
 
-def _tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]  # transformers is not typed here
+def _tokenizer(vocab_size: int) -> Any:  # a PreTrainedTokenizerFast (transformers lives in the engine's venv)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

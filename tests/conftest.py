@@ -16,7 +16,7 @@ import pytest
 
 from caprl_nb import config
 
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -48,7 +48,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CAPRL_REQUIRE_VLLM") == "1":
             pytest.fail("CAPRL_REQUIRE_VLLM=1 but CAPRL_VLLM_PYTHON is not set; run .ci/run.")
         pytest.skip("set CAPRL_VLLM_PYTHON to the vLLM CPU engine's python (see .ci/run)")
-    from .vllm_server import start_tiny_server
+    from tests.support.vllm_server import start_tiny_server
 
     server = start_tiny_server(tmp_path_factory.mktemp("vllm"))
     try:

@@ -11,7 +11,7 @@ import pytest
 import caprl_nb
 from caprl_nb.errors import BatchError, CapRLWarning, ColumnNotFoundError
 
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 
 @pytest.fixture

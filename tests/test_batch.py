@@ -17,9 +17,9 @@ from caprl_nb.errors import CapRLWarning, RequestRejectedError, ServerUnavailabl
 from caprl_nb.models import PRESETS
 from caprl_nb.prompts import caption_task
 
-from .conftest import make_images
-from .polling import wait_until
-from .vllm_sim import Fault, VLLMSimulator, image_digest
+from tests.conftest import make_images
+from tests.support.polling import wait_until
+from tests.support.vllm_sim import Fault, VLLMSimulator, image_digest
 
 
 def _settings(sim: VLLMSimulator, **kw: object):

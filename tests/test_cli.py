@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import make_images, make_legacy_store
-from .polling import wait_until
-from .vllm_sim import VLLMSimulator
+from tests.conftest import make_images, make_legacy_store
+from tests.support.polling import wait_until
+from tests.support.vllm_sim import VLLMSimulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -18,7 +18,7 @@ from caprl_nb.errors import (
 )
 from caprl_nb.prompts import caption_task
 
-from .vllm_sim import Fault, VLLMSimulator
+from tests.support.vllm_sim import Fault, VLLMSimulator
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 

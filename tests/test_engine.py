@@ -34,7 +34,7 @@ from caprl_nb.engine import (
 )
 from caprl_nb.errors import EngineError
 
-from .polling import wait_until
+from tests.support.polling import wait_until
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
 

@@ -18,9 +18,9 @@ from caprl_nb.errors import CapRLWarning, ServerUnavailableError
 from caprl_nb.health import PROBE_INTERVAL, ServerWatch
 from caprl_nb.prompts import caption_task
 
-from .conftest import make_images
-from .polling import wait_until
-from .vllm_sim import Fault, VLLMSimulator
+from tests.conftest import make_images
+from tests.support.polling import wait_until
+from tests.support.vllm_sim import Fault, VLLMSimulator
 
 TASK = caption_task(max_tokens=8)
 OUTAGE_S = 1.0  # how long a "restart" leaves nothing listening on the port

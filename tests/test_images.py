@@ -758,7 +758,7 @@ def test_as_series_refuses_an_ambiguous_channels_first_array() -> None:
 def test_caption_takes_a_generator_an_array_and_a_bytearray(tmp_path: Path) -> None:
     import caprl_nb
 
-    from .vllm_sim import VLLMSimulator
+    from tests.support.vllm_sim import VLLMSimulator
 
     png = save(gradient(90, 60), tmp_path / "a.png", "PNG")
     arr = np.asarray(gradient(80, 50))

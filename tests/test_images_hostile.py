@@ -36,7 +36,7 @@ from caprl_nb.errors import (
 from caprl_nb.images import describe, identify, prepare
 from caprl_nb.models import PRESETS
 
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 QWEN = PRESETS["qwen2.5-vl"]
 # Pillow warns once per broken EXIF entry; the EXIF bomb has thousands.

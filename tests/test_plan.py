@@ -17,8 +17,8 @@ from caprl_nb.plan import plan_request
 from caprl_nb.prompts import ask_task, caption_task
 from caprl_nb.store import ResultStore
 
-from .conftest import make_legacy_store
-from .vllm_sim import Fault, VLLMSimulator
+from tests.conftest import make_legacy_store
+from tests.support.vllm_sim import Fault, VLLMSimulator
 
 CAPRL_3B = "internlm/CapRL-3B"
 INTERNVL = "internlm/CapRL-InternVL3.5-8B"

@@ -21,7 +21,7 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.engine import free_port
 from caprl_nb.errors import CapRLError
 
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 KEY = "sk-SECRET-123"
 WRONG = "sk-SECRET-wrong-456"

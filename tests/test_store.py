@@ -20,7 +20,7 @@ from caprl_nb.store import (
     is_network_filesystem,
 )
 
-from .polling import wait_until
+from tests.support.polling import wait_until
 
 
 def _put(store: ResultStore, key: str, text: str = "a caption") -> None:

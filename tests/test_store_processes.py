@@ -35,9 +35,9 @@ from caprl_nb.errors import CapRLWarning
 from caprl_nb.prompts import caption_task
 from caprl_nb.store import MIGRATIONS, ResultStore
 
-from .conftest import make_images
-from .polling import wait_until
-from .vllm_sim import VLLMSimulator
+from tests.conftest import make_images
+from tests.support.polling import wait_until
+from tests.support.vllm_sim import VLLMSimulator
 
 # Wait for the start file (when given), then do the part named by argv[1].
 _CHILD = r"""

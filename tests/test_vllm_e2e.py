@@ -22,7 +22,7 @@ import caprl_nb
 from caprl_nb.config import resolve_settings
 from caprl_nb.store import ResultStore
 
-from .conftest import make_images
+from tests.conftest import make_images
 
 pytestmark = pytest.mark.vllm
 SAMPLES = Path(caprl_nb.__file__).parent / "samples"

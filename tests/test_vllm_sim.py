@@ -1,4 +1,4 @@
-"""Self-check of tests/vllm_sim.py: the vLLM-shaped fault/throughput simulator (not a model).
+"""Self-check of tests/support/vllm_sim.py: the vLLM-shaped fault/throughput simulator (not a model).
 
 Driven the way caprl_nb will drive a real vLLM: httpx for the plain routes, the real
 ``openai.OpenAI`` client (max_retries=0, so every fault reaches the test) for completions.
@@ -17,7 +17,7 @@ import openai
 import pytest
 from PIL import Image
 
-from .vllm_sim import Fault, VLLMSimulator, expected_content, image_digest
+from tests.support.vllm_sim import Fault, VLLMSimulator, expected_content, image_digest
 
 
 def data_url(width: int = 64, height: int = 56, color: str | tuple[int, int, int] = "red") -> str:

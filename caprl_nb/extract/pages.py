@@ -97,7 +97,8 @@ class PdfPage:
             document = _open(self.source)
             try:
                 if not 1 <= self.number <= len(document):
-                    msg = f"{self.description}: the PDF has only {len(document)} page(s) now. Check that the file was not replaced."
+                    msg = (f"{self.description}: the PDF has only {len(document)} page(s) now. "
+                           "Check that the file was not replaced.")
                     raise ImageNotFoundError(msg)
                 page = document[self.number - 1]
                 try:

@@ -125,8 +125,8 @@ def parse_number(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
-        return number if math.isfinite(number) else None
+        as_float = float(value)
+        return as_float if math.isfinite(as_float) else None
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -158,7 +158,10 @@ def _digits(text: str) -> float | None:
     """``"1,234.5"`` / ``"1.234,5"`` / ``"1 234"`` / ``"1'234"`` / ``"2.5e3"`` -> float."""
     mantissa, _, exponent = text.partition("e") if "e" in text else text.partition("E")
     if " " in mantissa or "'" in mantissa:
-        whole, sep, frac = re.match(r"([\d ']*)([.,]?)(\d*)$", mantissa).groups()
+        grouped = re.match(r"([\d ']*)([.,]?)(\d*)$", mantissa)
+        if grouped is None:
+            return None
+        whole, sep, frac = grouped.groups()
         if not re.fullmatch(r"\d{1,3}(?:[ ']\d{3})+", whole) or (sep and not frac):
             return None
         mantissa = whole.replace(" ", "").replace("'", "") + ("." + frac if sep else "")

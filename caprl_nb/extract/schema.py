@@ -212,7 +212,7 @@ def column(values: list[Any], dtype: str) -> pd.api.extensions.ExtensionArray | 
             out[i] = value
         return out
     try:
-        return pd.array(values, dtype=dtype)
+        return pd.array(values, dtype=dtype)  # type: ignore[call-overload]  # pandas-stubs: dtype names as literals only
     except (TypeError, ValueError, OverflowError):
         # Validation guarantees the JSON type, but an integer beyond int64 cannot be Int64.
         return column(values, "object")

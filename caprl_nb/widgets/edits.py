@@ -103,10 +103,10 @@ def parse_value(kind: str, value: Any, where: str) -> Any:
         return value
     if kind == "boolean" and isinstance(value, bool):
         return value
-    if kind == "integer" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if float(value).is_integer():
-            return int(value)
-    if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "integer" and numeric and float(value).is_integer():
+        return int(value)
+    if kind == "number" and numeric:
         return float(value)
     if kind == "string":
         return str(value)

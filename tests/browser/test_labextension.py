@@ -40,8 +40,8 @@ import pytest
 
 import caprl_nb
 
-from . import vllm_sim
-from .jupyterlab import (
+from tests.support import vllm_sim
+from tests.support.jupyterlab import (
     CHROMIUM,
     VIEWPORT,
     JupyterLabServer,
@@ -49,7 +49,7 @@ from .jupyterlab import (
     browser,
     start_jupyterlab,
 )
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 REQUIRE_BROWSER = os.environ.get("CAPRL_REQUIRE_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(
@@ -520,7 +520,7 @@ def _table_rows(grid: Any) -> list[list[str]]:
         "table => Array.from(table.tBodies[0].rows, row => Array.from(row.cells, c => c.textContent))")
 
 
-# pytest-jupyter, which tests/test_server.py loads as a plugin, adds two autouse fixtures to
+# pytest-jupyter, which tests/server/test_handlers.py loads as a plugin, adds two autouse fixtures to
 # every test of the session; after each test here they would close the event loop that
 # Playwright's sync API is running in this thread (an error at teardown). Nothing in this
 # module uses pytest-jupyter's in-process server, so both are nothing here.

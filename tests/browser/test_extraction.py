@@ -28,8 +28,8 @@ import pytest
 
 from caprl_nb.widgets import ExtractionReview
 
-from .conftest import OUTPUT
-from .gallery_harness import CHROMIUM, STATIC, launch_chromium
+from tests.conftest import OUTPUT
+from tests.support.gallery_harness import CHROMIUM, STATIC, launch_chromium
 
 REQUIRE_BROWSER = os.environ.get("CAPRL_REQUIRE_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .jupyterlab import CHROMIUM, VIEWPORT, JupyterLabServer, browser, start_jupyterlab
-from .polling import wait_until
+from tests.support.jupyterlab import CHROMIUM, VIEWPORT, JupyterLabServer, browser, start_jupyterlab
+from tests.support.polling import wait_until
 
 EXPECT_MS = 20_000  # one UI change (Playwright's default 5 s is short on a loaded 2-core box)
 KERNEL_TIMEOUT = 60.0  # the page loaded, its kernel started and connected

@@ -22,11 +22,9 @@ from caprl_nb.server.handlers import http_status
 from caprl_nb.server.status import parse_metrics
 from caprl_nb.store import ResultStore
 
-from .vllm_sim import Fault, VLLMSimulator
+from tests.support.vllm_sim import Fault, VLLMSimulator
 
 POLL_INTERVAL = 0.01
-
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture

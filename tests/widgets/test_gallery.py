@@ -17,8 +17,8 @@ import caprl_nb
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.widgets import Gallery
 
-from .conftest import make_images
-from .polling import Recorder, wait_until
+from tests.conftest import make_images
+from tests.support.polling import Recorder, wait_until
 
 XSS = "<img src=x onerror=alert(1)>"
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from caprl_nb.widgets import Gallery
 
-from .gallery_harness import CHROMIUM, launch_chromium
+from tests.support.gallery_harness import CHROMIUM, launch_chromium
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and os.environ.get("CAPRL_REQUIRE_BROWSER") != "1",

@@ -30,9 +30,7 @@ from PIL import Image
 from caprl_nb.server import handlers
 from caprl_nb.server.handlers import HANDLERS
 
-from .vllm_sim import VLLMSimulator
-
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+from tests.support.vllm_sim import VLLMSimulator
 
 VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 ENDPOINTS = [("status", "GET"), ("caption", "POST"), ("extract-table", "POST"), ("recent", "GET"),

@@ -1,6 +1,6 @@
 """caprl_nb.server.paths: whatever path a browser sends, a file under the root or a caprl_nb error.
 
-The HTTP behaviour of each refusal is in tests/test_server.py; here, property-based, the
+The HTTP behaviour of each refusal is in tests/server/test_handlers.py; here, property-based, the
 promise that no string leads to another exception (a 500) or to a file outside the root.
 """
 

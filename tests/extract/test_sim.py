@@ -16,8 +16,8 @@ import pytest
 import caprl_nb
 from caprl_nb.extract import CHART_SCHEMA, EXTRACT_PROMPT
 
-from .conftest import make_images
-from .vllm_sim import VLLMSimulator
+from tests.conftest import make_images
+from tests.support.vllm_sim import VLLMSimulator
 
 
 class Receipt(pydantic.BaseModel):
@@ -161,7 +161,7 @@ def test_scripted_answers_become_typed_columns(tmp_path: Path) -> None:
         _completion('{"shop": "D", "total": 1.0, "it', "length", 256),
         _completion('{"shop": "E", "total": 1.0}'),
     ]
-    from .vllm_sim import Fault
+    from tests.support.vllm_sim import Fault
 
     faults = [Fault("status", 200, body=body) for body in answers]
     images = make_images(tmp_path / "img", len(answers))
@@ -183,7 +183,7 @@ def test_scripted_answers_become_typed_columns(tmp_path: Path) -> None:
 def test_scripted_chart_answer_becomes_a_table(tmp_path: Path) -> None:
     answer = {"title": "Sales", "x_label": "Year", "y_label": "Sales", "units": "USD",
               "x": ["2019", "2020"], "series": [{"name": "A", "values": ["1,200", "(3)"]}]}
-    from .vllm_sim import Fault
+    from tests.support.vllm_sim import Fault
 
     images = make_images(tmp_path / "img", 1)
     with VLLMSimulator(faults=[Fault("status", 200, body=_completion(json.dumps(answer)))]) as server:

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-STATIC = Path(__file__).resolve().parent.parent / "caprl_nb" / "widgets" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "caprl_nb" / "widgets" / "static"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -15,8 +15,8 @@ from caprl_nb.errors import CapRLWarning, ImageNotFoundError
 from caprl_nb.extract import expand_pdfs, groundtruth, render_pdf
 from caprl_nb.extract.pages import DEFAULT_MAX_PDF_PAGES, PAGE_PIXELS, PdfPage
 
-from .conftest import make_images
-from .vllm_sim import VLLMSimulator
+from tests.conftest import make_images
+from tests.support.vllm_sim import VLLMSimulator
 
 SCHEMA = {"type": "object", "properties": {"total": {"type": "number"}}}
 

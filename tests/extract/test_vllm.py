@@ -30,7 +30,7 @@ import caprl_nb
 from caprl_nb.extract import chart_table, groundtruth, parse_number
 from caprl_nb.extract.schema import as_schema
 
-from .conftest import make_images
+from tests.conftest import make_images
 
 pytestmark = pytest.mark.vllm
 

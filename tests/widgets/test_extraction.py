@@ -17,9 +17,9 @@ from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.widgets import ExtractionReview
 from caprl_nb.widgets.extraction import canonical_json
 
-from .conftest import make_images
-from .polling import Recorder
-from .vllm_sim import VLLMSimulator
+from tests.conftest import make_images
+from tests.support.polling import Recorder
+from tests.support.vllm_sim import VLLMSimulator
 
 XSS = "<img src=x onerror=alert(1)>"
 

@@ -19,9 +19,7 @@ import pytest
 from PIL import Image
 from tornado.httpclient import HTTPClientError
 
-from .vllm_sim import Fault, VLLMSimulator
-
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+from tests.support.vllm_sim import Fault, VLLMSimulator
 
 KEY = "sk-secret-value"
 MARKER = "REMOTE-BODY-7f3a"

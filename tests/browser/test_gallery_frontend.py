@@ -1,6 +1,6 @@
 """The gallery's front end (static/gallery.js) in a real Chromium, against the loopback harness.
 
-The harness (tests/gallery_harness.py) plays the Python side of PROTOCOL.md in the page, so
+The harness (tests/support/gallery_harness.py) plays the Python side of PROTOCOL.md in the page, so
 these tests see what a reviewer sees: first paint, a bounded DOM while scrolling 10,000 rows,
 the toolbar setting traits, review and edit messages, failed rows, keyboard use, and strings
 from models and files staying text. Without /usr/bin/chromium they skip, unless
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from .gallery_harness import CHROMIUM, GalleryHarness, launch_chromium
+from tests.support.gallery_harness import CHROMIUM, GalleryHarness, launch_chromium
 
-SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "gallery-frontend"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "gallery-frontend"
 VIEWPORT = {"width": 1280, "height": 800}
 GRID_NODE_BUDGET = 500
 # How fast the first paint is (target < 1 s) is measured by bench/gallery_first_paint.py: a time

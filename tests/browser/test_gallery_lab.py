@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .jupyterlab import CHROMIUM, LabNotebook, browser, start_jupyterlab
+from tests.support.jupyterlab import CHROMIUM, LabNotebook, browser, start_jupyterlab
 
 CARD_TIMEOUT_MS = 60_000  # the widget's first rows, after the kernel built the gallery
 EXPECT_MS = 20_000  # one UI change (Playwright's default 5 s is short on a loaded 2-core box)
