@@ -40,8 +40,6 @@ from caprl_nb.prompts import CAPTION_PROMPT
 
 __all__ = [
     "CAPTION_PROMPT",
-    "ExtractionReview",
-    "Gallery",
     "AnswerError",
     "BatchError",
     "CapRLError",
@@ -51,6 +49,8 @@ __all__ = [
     "ConfigError",
     "EmptyAnswerError",
     "EngineError",
+    "ExtractionReview",
+    "Gallery",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",

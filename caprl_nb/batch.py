@@ -17,6 +17,7 @@ not come back, every unfinished row fails with one error naming it, in seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -367,7 +368,7 @@ class BatchRunner:
             )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one bad row must not sink the batch: it becomes data
+        except Exception as exc:
             if self.watch is not None and exc is self.watch.dead:
                 raise  # the batch's verdict on the server: the worker stops (see run)
             return RowResult.failed(exc, description)
@@ -515,10 +516,8 @@ def run_batch(
             while not ended.wait(0.1):
                 _update(bar, runner)
         except KeyboardInterrupt:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the batch ended as the interrupt came
                 loop.call_soon_threadsafe(runner.cancel)
-            except RuntimeError:
-                pass  # the loop is closed: the batch ended as the interrupt came
             running = thread.ident is not None
             if running:
                 ended.wait(STOP_WAIT_S)

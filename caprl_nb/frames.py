@@ -106,7 +106,8 @@ def run_task(
     settle_failures(frame["error"], frame["error_type"], lambda: results.input, errors, report=report)
     if details:
         return frame
-    return frame[task.output].rename(task.output)
+    answers: pd.Series = frame[task.output]  # named task.output
+    return answers
 
 
 def settle_failures(
@@ -140,7 +141,7 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
         return pd.arrays.IntegerArray(values, mask=values < 0)
 
     latency = results.latency_s
-    frame = pd.DataFrame(
+    frame: pd.DataFrame = pd.DataFrame(
         {
             output: pd.array(results.text, dtype="string"),
             "error": pd.array(results.error, dtype="string"),
@@ -194,8 +195,9 @@ def caption(
 
     ``images``: a Series (its index is kept) or any sequence of paths, URLs, bytes, data URLs,
     PIL images or arrays. ``details=True`` returns a DataFrame with ``caption`` plus
-    ``error``, ``error_type`` (the :mod:`caprl_nb.errors` class name), ``cached``, ``model`` (the served alias), ``checkpoint`` (the weights that
-    answered), ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
+    ``error``, ``error_type`` (the :mod:`caprl_nb.errors` class name), ``cached``, ``model``
+    (the served alias), ``checkpoint`` (the weights that answered), ``latency_s``,
+    ``prompt_tokens``, ``completion_tokens``,
     ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
     carrying every failed row after the whole batch ran (everything good is stored).
     ``seed`` is sent when given (and is part of the cache key, like every sampling value).

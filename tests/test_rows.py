@@ -10,7 +10,7 @@ from caprl_nb.prompts import caption_task
 from caprl_nb.rows import run_one
 from caprl_nb.store import ResultStore
 
-from .vllm_sim import VLLMSimulator
+from tests.support.vllm_sim import VLLMSimulator
 
 
 def test_run_one_returns_the_answer_with_its_stored_provenance(sim: VLLMSimulator, image_files: list[str]) -> None:

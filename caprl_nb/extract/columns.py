@@ -220,8 +220,9 @@ def extract(
     is a failed row). Pages are rendered as the batch reaches them. ``details=True`` adds
     ``error_type`` (the :mod:`caprl_nb.errors` class of each failure), the model's text
     (``raw``) and provenance (``cached``, ``model``, ``checkpoint``, ``latency_s``, tokens,
-    ``finish_reason``, ``attempts``). Sampling defaults to ``temperature=0.0`` and ``max_tokens=2048`` (see the module docstring); ``errors``,
-    ``cache``, ``progress`` and the server settings work as in :func:`caprl_nb.caption`.
+    ``finish_reason``, ``attempts``). Sampling defaults to ``temperature=0.0`` and
+    ``max_tokens=2048`` (see the module docstring); ``errors``, ``cache``, ``progress`` and the
+    server settings work as in :func:`caprl_nb.caption`.
     """
     spec = as_schema(schema)
     task = extraction_task(

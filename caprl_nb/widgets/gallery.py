@@ -145,7 +145,7 @@ class Gallery(anywidget.AnyWidget):
         self._set_edit(self._row_of(label), caption)
 
     def _row_of(self, label: Any) -> int:
-        where = self._index.get_indexer([label])
+        where = self._index.get_indexer(pd.Index([label]))
         if where[0] < 0:
             raise KeyError(f"No row {label!r} in this gallery.")
         return int(where[0])
