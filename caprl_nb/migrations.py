@@ -145,6 +145,23 @@ def m006_file_hashes_racy(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m007_url_inputs_without_secrets(db: sqlite3.Connection) -> None:
+    # Versions before 0.2 stored a URL row's input with its query string and user info (a
+    # presigned URL's signature, a password). Keep only scheme, host and path, as now stored.
+    from caprl_nb.fetch import public_url  # here: opening a store never needs httpx otherwise
+
+    (secure,) = db.execute("PRAGMA secure_delete").fetchone()
+    db.execute("PRAGMA secure_delete = ON")  # the old text is zeroed, not left in a free page
+    for key, text in db.execute("SELECT key, input FROM results WHERE input LIKE 'URL %'").fetchall():
+        url = text[4:]
+        head, cut, _ = url.partition("...")  # shortened in the middle: the tail may be a query
+        shown = "URL " + public_url(head) + ("..." if cut else "")
+        if shown != text:
+            db.execute("UPDATE results SET input = ? WHERE key = ?", (shown, key))
+    db.execute(f"PRAGMA secure_delete = {int(secure)}")
+
+
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return found.fetchone() is not None

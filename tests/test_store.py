@@ -112,6 +112,27 @@ CREATE INDEX results_adopted ON results (adopted_as) WHERE adopted_as IS NOT NUL
 """
 
 
+def test_url_inputs_stored_by_older_versions_lose_their_query_and_user_info(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_6_BY_NUMBER)
+    signed = "URL https://u:pw@b.s3.amazonaws.com/x.png?X-Amz-Signature=SECRET1#frag"
+    shortened = "URL https://b.example/" + "p" * 60 + "...zz?X-Amz-Signature=SECRET2"  # cut mid-URL
+    for key, text in [("a", signed), ("b", shortened), ("c", "file '/data/x.png'")]:
+        db.execute("INSERT INTO results (key, task, image_sha256, input, model, params, text, created_at)"
+                   " VALUES (?, 'caption', 'h', ?, 'caprl', '{}', 't', 1.0)", (key, text))
+    db.commit()
+    db.close()
+    with ResultStore(path) as store:
+        inputs = dict(store.read("SELECT key, input FROM results WHERE key IN ('a', 'b', 'c')"))
+    assert inputs["a"] == "URL https://b.s3.amazonaws.com/x.png"
+    assert inputs["b"] == "URL https://b.example/" + "p" * 60 + "..."
+    assert inputs["c"] == "file '/data/x.png'"
+    # not left behind in the file either (SQLite keeps overwritten bytes unless told otherwise)
+    for file in tmp_path.iterdir():
+        assert b"SECRET" not in file.read_bytes(), file.name
+
+
 def test_a_store_recorded_by_number_opens_with_nothing_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,11 +153,13 @@ def test_a_store_recorded_by_number_opens_with_nothing_run_again(
     # any migration that ran again would show here (and m001 would fail: its table exists)
     monkeypatch.setattr(migrations, "MIGRATIONS", [spy(m) for m in MIGRATIONS])
     with ResultStore(path) as store:
-        assert ran == []
+        assert ran == [m.__name__ for m in MIGRATIONS[migrations.NUMBERED:]]  # only the new ones
         assert store.schema_version == len(MIGRATIONS)
-        # every migration recorded by name, with the time it first ran
+        # every numbered migration recorded by name, with the time it first ran
         recorded = store.read("SELECT name, applied_at FROM _migrations ORDER BY applied_at")
-        assert recorded == [(m.__name__, 1796170001.0 + i) for i, m in enumerate(MIGRATIONS)]
+        numbered = MIGRATIONS[: migrations.NUMBERED]
+        assert recorded[: len(numbered)] == [(m.__name__, 1796170001.0 + i) for i, m in enumerate(numbered)]
+        assert [name for name, _ in recorded[len(numbered):]] == ran
         # everything in it kept: the result, the file-hash memo (m006 would have dropped it)
         assert store.get("k").text == "a caption"
         assert store.file_hash(FileStat("/a.png", 10, 111, 5, 222)) == "h1"
@@ -147,6 +170,7 @@ def test_a_store_recorded_by_number_opens_with_nothing_run_again(
     # any write (a migration, a name recorded again) would fail at once
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
     monkeypatch.setattr(store_module, "BUSY_GIVE_UP_S", 0.0)
+    ran.clear()
     other = _hold_write_lock(path)
     try:
         with ResultStore(path) as store:
