@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="fresh kernel + page per side per repeat; medians")
     parser.add_argument("--baseline-max-rows", type=int, default=10_000,
                         help="largest size the naive baseline runs at (its HTML grows ~1.7 KB a row)")
-    parser.add_argument("--scroll-max-rows", type=int, default=100_000,
+    parser.add_argument("--scroll-max-rows", type=int, default=1_000_000,
                         help="largest size the scroll-to-the-end check runs at")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for each wait")
     parser.add_argument("--screenshots", type=Path, default=None, help="folder for screenshots")
