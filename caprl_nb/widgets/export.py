@@ -8,7 +8,7 @@ the embedded ``data:`` images.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def card_html(row: dict[str, Any], thumb: Thumbnail | str | None) -> str:
 def write_html(
     path: Path,
     title: str,
-    rows: Sequence[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     thumbnail: Callable[[int], Thumbnail | str],
 ) -> Path:
     """Write every row as a card into one self-contained file; returns the path."""

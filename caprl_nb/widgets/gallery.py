@@ -3,13 +3,19 @@
 Python owns the data, the view (search, filter, sort), the review state and the thumbnails;
 the front end (``static/gallery.js``) renders a virtualised grid and asks for the rows it
 shows. The wire protocol is documented in ``PROTOCOL.md`` beside this file.
+
+Construction costs the same for a thousand rows as for a million: the columns stay pandas
+columns (no Python object per row), a row becomes text when a window, a review or an export
+asks for it, the search text is built (vectorised) at the first search, and the stored review
+decisions of rows not shown are read in a background thread once the first window is sent.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,15 @@ from caprl_nb.config import resolve_settings
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.export import write_html
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id, source_name
+from caprl_nb.widgets.reviews import (
+    STATUSES,
+    ItemKeys,
+    ReviewModel,
+    item_key,
+    release,
+    row_id,
+    source_name,
+)
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -34,6 +48,9 @@ FILTERS = ("all", *STATUSES, "failed")
 MAX_WINDOW = 200
 DETAIL_SIDE = 1280
 _STALE_WINDOWS = 4  # thumbnail work for windows older than this many requests is dropped
+# Up to this many rows the stored review decisions are read at construction (a few ms), so
+# `counts` is complete at once; larger galleries read them in a background thread.
+SYNC_REVIEW_ROWS = 20_000
 
 
 def _fmt(value: object) -> str:
@@ -42,6 +59,38 @@ def _fmt(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
     return str(value)
+
+
+def _text(value: object) -> str | None:
+    return None if is_missing(value) else str(value)
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """A column as strings (``str(value)``), missing values as "", vectorised."""
+    return column.astype("str").fillna("")
+
+
+def _source_names(images: pd.Series) -> pd.Series:
+    """:func:`source_name` of every row, vectorised for the usual column of file paths.
+
+    A path's name is the text after its last "/" (what ``Path(text).name`` gives when that
+    text is neither empty nor "."); URLs, data URLs, other paths and non-text values go
+    through :func:`source_name` one by one.
+    """
+    if os.sep != "/" or os.altsep or pd.api.types.infer_dtype(images, skipna=False) != "string":
+        return images.map(source_name).astype("str")
+    text = images.astype("str")
+    name = text.str.replace(r"(?s)^.*/", "", regex=True)  # one regex pass: the fastest here
+    special = (  # exactly as source_name, row by row: anything that may be a URL or a data URL
+        text.str.contains("://", regex=False)
+        | text.str.lstrip().str.lower().str.startswith("data:")
+        | (name == "")
+        | (name == ".")
+    ).to_numpy(dtype=bool)
+    if special.any():
+        name = name.copy()
+        name[special] = [source_name(v) for v in images[special].tolist()]
+    return name
 
 
 class Gallery(anywidget.AnyWidget):
@@ -91,29 +140,28 @@ class Gallery(anywidget.AnyWidget):
             sort = [c for c in numeric if not pd.api.types.is_bool_dtype(data[c])]
         n = len(data)
         self._data = data
+        self._n = n
         self._image_column, self._caption_column = image, caption
         self._index = data.index
-        self._images = data[image].to_numpy(dtype=object)
-        self._captions: list[str | None] = [
-            None if is_missing(v) else str(v) for v in data[caption].tolist()
-        ]
-        errors = data[error].tolist() if error is not None else [None] * n
-        self._errors: list[str | None] = [None if is_missing(e) else str(e) for e in errors]
-        self._failed = np.array(
-            [e is not None or c is None for e, c in zip(self._errors, self._captions)], dtype=bool
-        )
+        # Columns, not per-row Python objects: a row is read when it is shown, reviewed or exported.
+        self._images: pd.Series = data[image]
+        self._captions: pd.Series = data[caption]
+        self._errors: pd.Series | None = data[error] if error is not None else None
+        failed = self._captions.isna()
+        if self._errors is not None:
+            failed |= self._errors.notna()
+        self._failed = failed.to_numpy(dtype=bool)
         self._sort_columns = {str(c): data[c] for c in sort}
-        self._sources = [source_name(v) for v in self._images]
+        # Lower-cased search text (edit aside) and source names, built at the first search.
+        self._search_base: tuple[pd.Series, pd.Series] | None = None
         opened = ResultStore(resolve_settings(home=home).store_path) if store else None
-        self._reviews = ReviewModel(
-            [item_key(v, c) for v, c in zip(self._images, self._captions)], opened
-        )
-        self._search: list[str] = [self._search_text(i) for i in range(n)]
+        self._reviews = ReviewModel(ItemKeys(n, self._keys), opened, defer=n > SYNC_REVIEW_ROWS)
         self._view = np.arange(n)
         self._thumbs = ThumbnailCache()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="caprl-thumbs")
         self._windows = 0
         self._lock = threading.Lock()
+        self._loader: threading.Thread | None = None
         super().__init__(
             total=n,
             sort_options=list(self._sort_columns),
@@ -150,29 +198,92 @@ class Gallery(anywidget.AnyWidget):
             raise KeyError(f"No row {label!r} in this gallery.")
         return int(where[0])
 
-    # -- the view ---------------------------------------------------------------------------
-    def _search_text(self, row: int) -> str:
-        text = self._reviews.edited(row) or self._captions[row] or self._errors[row] or ""
-        return f"{text}\n{self._sources[row]}".lower()
+    # -- rows, read from the columns when asked for ----------------------------------------
+    def _keys(self, rows: Sequence[int]) -> list[str]:
+        """The review keys of ``rows`` (image identity and original caption)."""
+        images = self._images.iloc[list(rows)].tolist()
+        captions = self._captions.iloc[list(rows)].tolist()
+        return [item_key(v, _text(c)) for v, c in zip(images, captions)]
 
+    def _image(self, row: int) -> Any:
+        return self._images.iat[row]
+
+    def _rows(self, ids: Sequence[int], start: int = -1) -> list[dict[str, Any]]:
+        """Rows ``ids`` as the front end gets them (``pos`` counts on from ``start``, or -1)."""
+        ids = [int(r) for r in ids]
+        self._reviews.resolve(ids)
+        take = self._images.iloc[ids].tolist()
+        captions = [_text(c) for c in self._captions.iloc[ids].tolist()]
+        errors = [None] * len(ids) if self._errors is None else [_text(e) for e in self._errors.iloc[ids].tolist()]
+        meta = {name: col.iloc[ids].tolist() for name, col in self._sort_columns.items()}
+        return [
+            {
+                "id": row,
+                "pos": start + k if start >= 0 else -1,
+                "label": str(self._index[row]),
+                "source": source_name(take[k]),
+                "caption": captions[k],
+                "edited": self._reviews.edited(row),
+                "status": self._reviews.status(row),
+                "error": errors[k] or (None if captions[k] is not None else "no caption"),
+                "meta": {name: _fmt(values[k]) for name, values in meta.items()},
+            }
+            for k, row in enumerate(ids)
+        ]
+
+    def _row(self, row: int) -> dict[str, Any]:
+        return self._rows([row])[0]
+
+    def _all_rows(self, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+        for start in range(0, self._n, chunk):
+            yield from self._rows(range(start, min(self._n, start + chunk)), start)
+
+    # -- the view ---------------------------------------------------------------------------
     def _counts(self) -> dict[str, int]:
-        counts = self._reviews.counts()
-        return {"all": len(self._images), **counts, "failed": int(self._failed.sum())}
+        """Rows per filter; the review statuses only once every row's stored decision is read
+        (the front end shows them as pending until then)."""
+        counts = self._reviews.counts() if self._reviews.loaded else {}
+        return {"all": self._n, **counts, "failed": int(self._failed.sum())}
+
+    def _matches(self, query: str) -> np.ndarray:
+        """Rows whose search text (edit, else caption, else error; and the source) holds ``query``."""
+        if self._search_base is None:
+            captions = _as_text(self._captions)
+            if self._errors is not None:
+                captions = captions.where(captions != "", _as_text(self._errors))
+            self._search_base = (captions.str.lower(), _source_names(self._images).str.lower())
+        texts, sources = self._search_base
+        if "\n" in query:  # may span the text and the source, as in "text\nsource"
+            joined = texts + "\n" + sources
+            keep = joined.str.contains(query, regex=False).to_numpy(dtype=bool, copy=True)
+        else:
+            keep = texts.str.contains(query, regex=False).to_numpy(dtype=bool, copy=True)
+            keep |= sources.str.contains(query, regex=False).to_numpy(dtype=bool)
+        edits = {row: text for row, text in list(self._reviews.edits.items()) if text}
+        if edits:
+            rows = list(edits)
+            names = [source_name(v) for v in self._images.iloc[rows].tolist()]
+            for row, name in zip(rows, names):
+                keep[row] = query in f"{edits[row]}\n{name}".lower()
+        return keep
 
     def _recompute(self) -> None:
         if self.status_filter not in FILTERS:
             raise ConfigError(f"status_filter must be one of {', '.join(FILTERS)}, not {self.status_filter!r}.")
         if self.sort_by and self.sort_by not in self._sort_columns:
             raise ConfigError(f"sort_by must be one of {', '.join(self._sort_columns)} or ''.")
-        keep = np.ones(len(self._images), dtype=bool)
-        if self.status_filter == "failed":
-            keep &= self._failed
-        elif self.status_filter != "all":
-            keep &= self._reviews.codes == STATUSES.index(self.status_filter)
         query = self.query.strip().lower()
+        if query or self.status_filter not in ("all", "failed"):
+            self._reviews.load()  # statuses and edits of every row are needed now
+            self.counts = self._counts()
+        keep: np.ndarray | None = None
+        if self.status_filter == "failed":
+            keep = self._failed
+        elif self.status_filter != "all":
+            keep = self._reviews.codes == STATUSES.index(self.status_filter)
         if query:
-            keep &= np.fromiter((query in text for text in self._search), dtype=bool, count=len(keep))
-        rows = np.flatnonzero(keep)
+            keep = self._matches(query) if keep is None else keep & self._matches(query)
+        rows = np.arange(self._n) if keep is None else np.flatnonzero(keep)
         if self.sort_by:
             values = self._sort_columns[self.sort_by].iloc[rows].reset_index(drop=True)
             order = values.sort_values(
@@ -189,18 +300,11 @@ class Gallery(anywidget.AnyWidget):
     def _on_view_change(self, change: dict[str, Any]) -> None:
         self._recompute()
 
-    def _row(self, row: int, pos: int = -1) -> dict[str, Any]:
-        return {
-            "id": row,
-            "pos": pos,
-            "label": str(self._index[row]),
-            "source": self._sources[row],
-            "caption": self._captions[row],
-            "edited": self._reviews.edited(row),
-            "status": self._reviews.status(row),
-            "error": self._errors[row] or (None if self._captions[row] is not None else "no caption"),
-            "meta": {name: _fmt(col.iloc[row]) for name, col in self._sort_columns.items()},
-        }
+    def _load_reviews(self) -> None:
+        """Background: read every row's stored decision, then publish the complete counts."""
+        self._reviews.load()
+        if self._reviews.loaded and self.comm is not None:
+            self.counts = self._counts()
 
     # -- messages from the front end --------------------------------------------------------
     def _on_msg(self, widget: Any, content: dict[str, Any], buffers: list[bytes]) -> None:
@@ -209,11 +313,11 @@ class Gallery(anywidget.AnyWidget):
             if kind == "window":
                 self._send_window(int(content["version"]), int(content["start"]), int(content["end"]))
             elif kind == "review":
-                self._set_status(row_id(content, len(self._images)), str(content["status"]))
+                self._set_status(row_id(content, self._n), str(content["status"]))
             elif kind == "edit":
-                self._set_edit(row_id(content, len(self._images)), str(content["caption"]))
+                self._set_edit(row_id(content, self._n), str(content["caption"]))
             elif kind == "detail":
-                self._pool.submit(self._send_detail, row_id(content, len(self._images)))
+                self._pool.submit(self._send_detail, row_id(content, self._n))
         except (KeyError, ValueError, IndexError, TypeError, ConfigError) as exc:
             self.send({"type": "error", "message": f"Bad {kind!r} message: {exc}"})
 
@@ -223,17 +327,20 @@ class Gallery(anywidget.AnyWidget):
         start = max(0, start)
         end = min(len(view), end, start + MAX_WINDOW)
         ids = [int(r) for r in view[start:end]]
-        rows = [self._row(r, start + k) for k, r in enumerate(ids)]
-        self.send({"type": "rows", "version": version, "start": start, "rows": rows})
+        self.send({"type": "rows", "version": version, "start": start, "rows": self._rows(ids, start)})
         self._windows += 1
         self._pool.submit(self._send_thumbs, ids, self._windows)
+        if not self._reviews.loaded and self._loader is None:
+            # The first window is out: read the other rows' stored decisions off the kernel's thread.
+            self._loader = threading.Thread(target=self._load_reviews, name="caprl-reviews", daemon=True)
+            self._loader.start()
 
     def _send_thumbs(self, ids: list[int], window: int) -> None:
         ready: list[tuple[int, Thumbnail]] = []
         for row in ids:
             if self._windows - window > _STALE_WINDOWS:
                 return  # the user scrolled on; newer windows want the threads
-            made = self._thumbs.get(row, self._images[row], self.thumb_size)
+            made = self._thumbs.get(row, self._image(row), self.thumb_size)
             if isinstance(made, Thumbnail):
                 ready.append((row, made))
             if len(ready) == 8:
@@ -250,7 +357,7 @@ class Gallery(anywidget.AnyWidget):
             )
 
     def _send_detail(self, row: int) -> None:
-        made = self._thumbs.get(row, self._images[row], DETAIL_SIDE)
+        made = self._thumbs.get(row, self._image(row), DETAIL_SIDE)
         if isinstance(made, Thumbnail):
             message = {"type": "detail", "id": row, "mime": made.mime, "width": made.width, "height": made.height}
             self.send(message, buffers=[made.data])
@@ -266,16 +373,15 @@ class Gallery(anywidget.AnyWidget):
         self._changed(row)
 
     def _changed(self, row: int) -> None:
-        self._search[row] = self._search_text(row)
         self.counts = self._counts()
         self.send({"type": "row", "row": self._row(row)})
 
     # -- static output ----------------------------------------------------------------------
     def to_html(self, path: str | Path, *, thumb_size: int = 240) -> Path:
         """Write a self-contained HTML gallery (every row, thumbnails embedded; no script)."""
-        rows = [self._row(r, pos) for pos, r in enumerate(range(len(self._images)))]
+        self._reviews.load()
         return write_html(
-            Path(path), self.title, rows, lambda row: self._thumbs.get(row, self._images[row], thumb_size)
+            Path(path), self.title, self._all_rows(), lambda row: self._thumbs.get(row, self._image(row), thumb_size)
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -289,11 +395,11 @@ class Gallery(anywidget.AnyWidget):
     def _preview_html(self, limit: int = 12) -> str:
         from caprl_nb.widgets.export import card_html
 
-        rows = [self._row(r, pos) for pos, r in enumerate(self._view[:limit].tolist())]
+        rows = self._rows(self._view[:limit].tolist(), 0)
         cards = "".join(
-            card_html(row, self._thumbs.get(row["id"], self._images[row["id"]], 96)) for row in rows
+            card_html(row, self._thumbs.get(row["id"], self._image(row["id"]), 96)) for row in rows
         )
-        more = len(self._images) - len(rows)
+        more = self._n - len(rows)
         note = f"<p>{more:,} more rows: run the notebook to open the live gallery.</p>" if more > 0 else ""
         return (
             f'<div class="caprl-static"><h4>{html.escape(self.title)}</h4>'
@@ -305,4 +411,4 @@ class Gallery(anywidget.AnyWidget):
         super().close()
 
     def __len__(self) -> int:
-        return len(self._images)
+        return self._n

@@ -23,6 +23,10 @@ class ReviewStore:
     def __init__(self, store: ResultStore) -> None:
         self.store = store
 
+    def empty(self) -> bool:
+        """Whether no decision is stored at all (then no row needs looking up)."""
+        return not self.store.read("SELECT 1 FROM reviews LIMIT 1")
+
     def decisions(self, items: list[str]) -> dict[str, tuple[str, str | None]]:
         """Stored decisions for ``items``: item -> (status, edited text)."""
         found: dict[str, tuple[str, str | None]] = {}

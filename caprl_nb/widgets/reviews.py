@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from caprl_nb.fetch import public_url
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.review_store import ReviewStore
 
-__all__ = ["STATUSES", "ReviewModel", "item_key", "release", "row_id", "source_name"]
+__all__ = ["STATUSES", "ItemKeys", "ReviewModel", "item_key", "release", "row_id", "source_name"]
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
+_LOAD_CHUNK = 2000  # rows whose stored decisions are read per step of a deferred load
 _CODE = {status: code for code, status in enumerate(STATUSES)}
 _URL = re.compile(r"^\s*[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -107,26 +109,85 @@ def release(pool: Executor | None, reviews: ReviewModel | None) -> None:
         reviews.close()
 
 
+class ItemKeys(Sequence[str]):
+    """The :func:`item_key` of each row, made when a row is read: a million-row gallery pays
+    for the rows it shows, reviews or looks up, never for all of them at construction."""
+
+    def __init__(self, n: int, key: Callable[[Sequence[int]], list[str]]) -> None:
+        self._n = n
+        self._key = key  # rows -> their keys, in order
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, row: Any) -> Any:
+        if not isinstance(row, (int, np.integer)):
+            raise TypeError("ItemKeys is indexed by one row; use take() for many")
+        return self._key([int(row)])[0]
+
+    def take(self, rows: Sequence[int]) -> list[str]:
+        return self._key(rows)
+
+
 class ReviewModel:
     """Statuses and edits for ``n`` rows, written through to the result store's review table
-    (:class:`~caprl_nb.widgets.review_store.ReviewStore`); ``store=None`` keeps them in memory."""
+    (:class:`~caprl_nb.widgets.review_store.ReviewStore`); ``store=None`` keeps them in memory.
 
-    def __init__(self, items: Sequence[str], store: ResultStore | None) -> None:
-        self.items = list(items)
+    With ``defer=True`` the stored decisions are not read at construction: :meth:`resolve`
+    reads those of the rows asked for, :meth:`load` those of every row (in steps, so another
+    thread may run it), and whatever needs every row (:meth:`frame`, :meth:`apply`) loads first.
+    Until then :attr:`loaded` is False and :meth:`counts` covers only the rows read so far.
+    """
+
+    def __init__(self, items: Sequence[str], store: ResultStore | None, *, defer: bool = False) -> None:
+        self.items = items if isinstance(items, ItemKeys) else list(items)
         self.store = None if store is None else ReviewStore(store)
-        self.codes = np.zeros(len(self.items), dtype=np.int8)
+        n = len(self.items)
+        self.codes = np.zeros(n, dtype=np.int8)
         self.edits: dict[int, str] = {}
-        if self.store is not None:
-            stored = self.store.decisions(self.items)
-            for row, item in enumerate(self.items):
+        self._known = np.zeros(n, dtype=bool)  # rows whose stored decision has been read
+        self._lock = threading.Lock()  # codes, edits, _known
+        self._load_lock = threading.Lock()  # one load at a time; close() waits for it
+        self._stopped = False
+        # No stored decision at all (a first gallery): nothing to read, whatever the row count.
+        self.loaded = self.store is None or self.store.empty()
+        if not defer:
+            self.load()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self) -> None:
+        """Read the stored decisions of every row not read yet; blocks (a second caller waits)."""
+        with self._load_lock:
+            for start in range(0, len(self.items), _LOAD_CHUNK):
+                if self.loaded or self._stopped:
+                    return
+                end = min(len(self.items), start + _LOAD_CHUNK)
+                self._read([start + int(r) for r in np.flatnonzero(~self._known[start:end])])
+            self.loaded = True
+
+    def resolve(self, rows: Sequence[int]) -> None:
+        """Read the stored decisions of ``rows`` (those not read yet): one query."""
+        if not self.loaded:
+            self._read([int(r) for r in rows if not self._known[r]])
+
+    def _read(self, rows: list[int]) -> None:
+        store = self.store
+        if not rows or store is None:
+            return
+        keys = self.items.take(rows) if isinstance(self.items, ItemKeys) else [self.items[r] for r in rows]
+        stored = store.decisions(keys)
+        with self._lock:
+            for row, item in zip(rows, keys):
+                if self._known[row]:
+                    continue  # read meanwhile, or decided here since: that decision stands
+                self._known[row] = True
                 if item in stored:
                     status, edited = stored[item]
                     self.codes[row] = _CODE.get(status, 0)
                     if status == "edited" and edited is not None:
                         self.edits[row] = edited
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def status(self, row: int) -> str:
         return STATUSES[self.codes[row]]
@@ -139,19 +200,24 @@ class ReviewModel:
         if status not in ("accepted", "rejected", "unreviewed"):
             msg = f"A review status is 'accepted', 'rejected' or 'unreviewed', not {status!r}."
             raise ConfigError(msg)
-        self.codes[row] = _CODE[status]
-        if status != "accepted":
-            self.edits.pop(row, None)
-        elif row in self.edits:
-            # Accepting an edited row keeps the edit: an edit is an accepted, corrected text.
-            self.codes[row] = _CODE["edited"]
+        self.resolve([row])
+        with self._lock:
+            self._known[row] = True
+            self.codes[row] = _CODE[status]
+            if status != "accepted":
+                self.edits.pop(row, None)
+            elif row in self.edits:
+                # Accepting an edited row keeps the edit: an edit is an accepted, corrected text.
+                self.codes[row] = _CODE["edited"]
         self._persist(row)
 
     def set_edit(self, row: int, text: str) -> None:
         if not isinstance(text, str):
             raise ConfigError(f"An edited caption must be text, not {type(text).__name__}.")
-        self.edits[row] = text
-        self.codes[row] = _CODE["edited"]
+        with self._lock:
+            self._known[row] = True
+            self.edits[row] = text
+            self.codes[row] = _CODE["edited"]
         self._persist(row)
 
     def _persist(self, row: int) -> None:
@@ -159,10 +225,12 @@ class ReviewModel:
             self.store.put(self.items[row], self.status(row), self.edits.get(row))
 
     def close(self) -> None:
-        """Close the store; later decisions are kept in memory only."""
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        """Close the store (after a running load's current step); later decisions stay in memory."""
+        self._stopped = True
+        with self._load_lock:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
 
     def counts(self) -> dict[str, int]:
         tally = np.bincount(self.codes, minlength=len(STATUSES))
@@ -170,6 +238,7 @@ class ReviewModel:
 
     def frame(self, index: pd.Index) -> pd.DataFrame:
         """Reviewed rows only: ``status`` and ``edited_caption`` (NA unless edited), on ``index``."""
+        self.load()
         reviewed = np.flatnonzero(self.codes)
         return pd.DataFrame(
             {
@@ -188,6 +257,7 @@ class ReviewModel:
         if not index.is_unique:
             msg = "The reviewed frame's index has duplicates; reset_index() before reviewing."
             raise ConfigError(msg)
+        self.load()
         statuses = pd.Series([STATUSES[c] for c in self.codes], index=index, dtype="string")
         out = frame.copy()
         aligned = statuses.reindex(out.index)

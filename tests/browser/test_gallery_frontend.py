@@ -170,6 +170,54 @@ def test_ten_thousand_rows_paint_stay_small_and_scroll_to_the_end(
     print(f"first paint {first_paint:.1f} ms; grid nodes {top_nodes} at the top, {end_nodes} at the end")
 
 
+def test_a_million_rows_reach_the_end_past_the_browsers_height_limit(
+    page: Page, harness: GalleryHarness
+) -> None:
+    """A million rows are ~55 million px of cards, past Chromium's ~33.5 million px element limit:
+    the grid scrolls through a scale, so the last row is still reached, by scrolling or End."""
+    from playwright.sync_api import expect
+
+    root = harness.open(page.page, n=1_000_000)
+    wait_first_paint(root)
+    expect(root.get_by_test_id("count")).to_have_text("1,000,000 of 1,000,000")
+    grid = root.get_by_test_id("grid")
+    assert grid.evaluate("grid => grid.scrollHeight") <= 8_000_000
+    grid.evaluate("grid => { grid.scrollTop = grid.scrollHeight; }")
+    last = card(root, 999_999)
+    expect(last).to_be_in_viewport()
+    expect(last.get_by_test_id("caption")).to_contain_text("(item 999999)")
+    assert grid_nodes(root) <= GRID_NODE_BUDGET
+    grid.evaluate("grid => { grid.scrollTop = grid.scrollHeight / 2; }")  # the middle is the middle
+    page.page.wait_for_function(  # a filled card from the middle of the million
+        """() => [...document.querySelectorAll('[data-testid=grid] [data-testid=card]')].some(c =>
+            Math.abs(Number(c.dataset.id) - 500000) < 10000 && c.textContent.includes('item'))"""
+    )
+    grid.focus()
+    page.page.keyboard.press("Home")
+    expect(card(root, 0)).to_be_in_viewport()
+    page.page.keyboard.press("End")
+    expect(card(root, 999_999)).to_be_in_viewport()
+    expect(card(root, 999_999)).to_have_class(re.compile("is-focused"))
+    windows = page.sent("window")
+    assert sum(w["end"] - w["start"] for w in windows) < 5_000  # the rows shown, not the rows passed
+
+
+def test_review_counts_show_pending_until_python_has_them(page: Page, harness: GalleryHarness) -> None:
+    from playwright.sync_api import expect
+
+    root = harness.open(page.page, n=50)
+    wait_first_paint(root)
+    page.page.evaluate("() => window.__harness.model._pythonSet({counts: {all: 50, failed: 2}})")
+    expect(root.get_by_test_id("filter-accepted")).to_contain_text("\u2026")
+    expect(root.get_by_test_id("filter-failed")).to_contain_text("2")
+    page.page.evaluate(
+        "() => window.__harness.model._pythonSet({counts: {all: 50, unreviewed: 49, accepted: 1, "
+        "rejected: 0, edited: 0, failed: 2}})"
+    )
+    expect(root.get_by_test_id("filter-accepted")).to_contain_text("1")
+    expect(root.get_by_test_id("filter-accepted")).not_to_contain_text("\u2026")
+
+
 def test_search_filter_and_sort_set_the_traits(page: Page, harness: GalleryHarness) -> None:
     from playwright.sync_api import expect
 

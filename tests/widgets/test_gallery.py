@@ -232,3 +232,119 @@ def test_urls_are_shown_without_their_token_or_password(
     g.query = "signature"  # the hidden query string is not searchable either
     assert g.view_count == 0
     g.close()
+
+
+# -- construction independent of the row count ----------------------------------------------
+MILLION = 1_000_000
+
+
+@pytest.fixture
+def per_row_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the gallery's calls of its per-row functions (row -> text, key, source name)."""
+    import caprl_nb.widgets.gallery as gallery_module
+
+    calls = {"is_missing": 0, "item_key": 0, "source_name": 0}
+    for name in calls:
+        real = getattr(gallery_module, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(gallery_module, name, counted)
+    return calls
+
+
+def million_rows(tmp_path: Path) -> pd.DataFrame:
+    ids = pd.Series(np.arange(MILLION))
+    return pd.DataFrame({
+        "image": str(tmp_path / "img") + (ids % 500).astype(str) + ".png",
+        "caption": "Caption of row " + ids.astype(str),
+        "score": np.arange(MILLION) / MILLION,
+    })
+
+
+def test_construction_over_a_million_rows_reads_no_row(
+    tmp_path: Path, per_row_calls: dict[str, int]
+) -> None:
+    df = million_rows(tmp_path)
+    g = Gallery(df, "image")
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]
+    assert per_row_calls == {"is_missing": 0, "item_key": 0, "source_name": 0}
+    state = {k: v for k, v in g.get_state().items() if not k.startswith("_")}  # _esm: the bundle
+    assert len(json.dumps(state)) < 1024  # the state sent at display, the same for any row count
+    assert g.total == MILLION and g.view_count == MILLION and g.counts["all"] == MILLION
+
+    _msg(g, type="window", version=g.view_version, start=MILLION - 150, end=MILLION + 50)
+    rows = rec.of("rows")[0][0]["rows"]
+    assert [r["pos"] for r in rows] == list(range(MILLION - 150, MILLION))
+    assert rows[-1]["id"] == MILLION - 1 and rows[-1]["caption"] == f"Caption of row {MILLION - 1}"
+    assert rows[-1]["source"] == f"img{(MILLION - 1) % 500}.png" and rows[-1]["meta"] == {"score": "1"}
+    assert max(per_row_calls.values()) <= 2 * 150  # the window's rows, not the gallery's
+
+    g.query = "row 99999"  # vectorised over the columns: rows 99,999 and 999,990..999,999
+    assert g.view_count == 11
+    g.sort_by, g.sort_descending = "score", True
+    _msg(g, type="window", version=g.view_version, start=0, end=3)
+    assert [r["id"] for r in rec.of("rows")[-1][0]["rows"]] == [999_999, 999_998, 999_997]
+    assert max(per_row_calls.values()) <= 2 * 150 + 10
+    g.close()
+
+
+def test_stored_reviews_of_a_large_gallery_are_read_lazily(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, per_row_calls: dict[str, int]
+) -> None:
+    import caprl_nb.widgets.gallery as gallery_module
+
+    first = Gallery(frame, "image")
+    first.review("row29", "accepted")
+    first.edit("row3", "a reviewer's caption")
+    first.close()
+    monkeypatch.setattr(gallery_module, "SYNC_REVIEW_ROWS", 10)  # 30 rows count as large here
+    per_row_calls["item_key"] = 0
+    g = Gallery(frame, "image")
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]
+    assert per_row_calls["item_key"] == 0  # no stored decision looked up yet
+    assert "accepted" not in g.counts and g.counts["all"] == 30  # pending until every row is read
+    _msg(g, type="window", version=g.view_version, start=25, end=30)
+    assert rec.of("rows")[0][0]["rows"][-1]["status"] == "accepted"  # the shown rows are read at once
+    wait_until(lambda: g.counts.get("accepted") == 1, what="the background read of every row")
+    assert g.counts["edited"] == 1
+    assert g.reviews["status"].to_dict() == {"row3": "edited", "row29": "accepted"}
+    g.query = "reviewer's"
+    assert g.view_count == 1
+    g.close()
+
+
+def test_stored_reviews_are_complete_when_python_asks_first(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import caprl_nb.widgets.gallery as gallery_module
+
+    first = Gallery(frame, "image")
+    first.review("row29", "rejected")
+    first.close()
+    monkeypatch.setattr(gallery_module, "SYNC_REVIEW_ROWS", 10)
+    g = Gallery(frame, "image")
+    assert g.reviews["status"].to_dict() == {"row29": "rejected"}  # reads every row before answering
+    assert g.apply()["review_status"].value_counts()["rejected"] == 1
+    g.status_filter = "rejected"
+    assert g.view_count == 1 and g.counts["rejected"] == 1
+    g.close()
+
+
+def test_source_names_match_source_name_row_by_row() -> None:
+    from caprl_nb.widgets.gallery import _source_names
+    from caprl_nb.widgets.reviews import source_name
+
+    values = [
+        "a/b.png", "x/", ".", "a/.", "", "..", "a/..", "a//b.jpg", "/abs/c.png", "plain.png",
+        "data:image/png;base64,AAAA", "  DATA:image/png;base64,AAAA", "http://u:pw@h/x.png?sig=1#f",
+        " HTTPS://h/y.png", "s3://bucket/key.png", "weird://x", "dir/with space/é.png", "a\nb/c.png",
+    ]
+    columns = (pd.Series(values, dtype="str"), pd.Series(values, dtype=object),
+               pd.Series([*values, None, b"\x89PNG"], dtype=object))
+    for column in columns:
+        assert _source_names(column).tolist() == [source_name(v) for v in column.tolist()]

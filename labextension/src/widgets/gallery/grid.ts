@@ -1,6 +1,10 @@
 /**
  * The gallery's virtualised grid: the scroll container is as tall as every row of the view, but
  * only the visible grid rows (plus one) exist as cards, recycled while scrolling.
+ *
+ * Browsers cap an element's height (Chromium near 33.5 million px, Firefox near 17.9 million),
+ * which a million rows pass; beyond MAX_SCROLL_PX the sizer stays at that height and the scroll
+ * position maps linearly onto the full height ("virtual" offsets), so every row stays reachable.
  */
 
 import { node } from '../shared/dom';
@@ -23,6 +27,7 @@ const LINE_H = 17;
 const FOOT_H = 16;
 const INNER_GAP = 6;
 const BORDER = 1; // the card's border (the status stripe is drawn inside it)
+const MAX_SCROLL_PX = 8_000_000; // tallest sizer; a taller view is scrolled through a scale
 
 interface IGeometry {
   width: number;
@@ -110,11 +115,10 @@ export class GridView {
     const g = this._measure();
     const rowTop = GAP + Math.floor(pos / g.cols) * g.rowH;
     const rowBottom = rowTop + g.cardH;
-    const grid = this.el;
-    if (rowTop < grid.scrollTop) grid.scrollTop = rowTop - GAP;
-    else if (rowBottom > grid.scrollTop + grid.clientHeight) {
-      grid.scrollTop = rowBottom - grid.clientHeight + GAP;
-    }
+    const top = this._virtualTop();
+    const height = this.el.clientHeight;
+    if (rowTop < top) this._setVirtualTop(rowTop - GAP);
+    else if (rowBottom > top + height) this._setVirtualTop(rowBottom - height + GAP);
   }
 
   dispose(): void {
@@ -139,6 +143,22 @@ export class GridView {
     return this._geometry;
   }
 
+  /** Full height of the view's rows, and the scale from scroll position to it (1 below the cap). */
+  private _scale(): number {
+    const height = this.el.clientHeight;
+    if (this._fullHeight <= MAX_SCROLL_PX || MAX_SCROLL_PX <= height) return 1;
+    return (this._fullHeight - height) / (MAX_SCROLL_PX - height);
+  }
+
+  /** The scroll position in the full height of the rows. */
+  private _virtualTop(): number {
+    return this.el.scrollTop * this._scale();
+  }
+
+  private _setVirtualTop(top: number): void {
+    this.el.scrollTop = Math.max(0, top) / this._scale();
+  }
+
   private _update(): void {
     this._frame = 0;
     const { model, rows, thumbs, pending, uid } = this._ctx;
@@ -147,8 +167,15 @@ export class GridView {
     if (this.el.clientWidth === 0) return; // not laid out yet; the ResizeObserver calls back
     const g = this._measure();
     const totalRows = Math.ceil(n / g.cols);
-    this._sizer.style.height = `${totalRows ? GAP + totalRows * g.rowH : 0}px`;
-    const top = this.el.scrollTop;
+    this._fullHeight = totalRows ? GAP + totalRows * g.rowH : 0;
+    this._sizer.style.height = `${Math.min(this._fullHeight, MAX_SCROLL_PX)}px`;
+    const top = this._virtualTop();
+    // Cards sit at their full-height offset less this shift (0 unless the view passes the cap).
+    const shift = Math.round(top - this.el.scrollTop);
+    if (shift !== this._shift) {
+      this._shift = shift;
+      for (const card of this._cards.values()) card.layoutPos = undefined;
+    }
     const height = this.el.clientHeight;
     const firstVisible = Math.floor(Math.max(0, top - GAP) / g.rowH);
     const lastVisible = Math.max(firstVisible, Math.floor(Math.max(0, top + height - GAP - 1) / g.rowH));
@@ -181,7 +208,7 @@ export class GridView {
         const r = Math.floor(pos / g.cols);
         const c = pos % g.cols;
         const style = card.el.style;
-        style.transform = `translate(${GAP + c * (g.cardW + GAP)}px, ${GAP + r * g.rowH}px)`;
+        style.transform = `translate(${GAP + c * (g.cardW + GAP)}px, ${GAP + r * g.rowH - shift}px)`;
         style.width = `${g.cardW}px`;
         style.height = `${g.cardH}px`;
         card.el.id = `${uid}-card-${pos}`;
@@ -234,6 +261,8 @@ export class GridView {
   private readonly _afterUpdate: Array<() => void> = [];
   private readonly _resizer = new ResizeObserver(() => this.schedule());
   private _geometry: IGeometry | null = null;
+  private _fullHeight = 0;
+  private _shift = 0;
   private _frame = 0;
   private _settleTimer = 0;
   private _firstPaint = false;

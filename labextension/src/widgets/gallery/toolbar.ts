@@ -89,7 +89,8 @@ export class Toolbar {
     const counts = this._model.get('counts') || {};
     const active = this._model.get('status_filter') || 'all';
     for (const [status, { chip, count }] of this._chips) {
-      setText(count, formatInt(counts[status]));
+      // A review count is absent while Python still reads the stored decisions of a large gallery.
+      setText(count, counts[status] === undefined ? '\u2026' : formatInt(counts[status]));
       chip.classList.toggle('is-active', status === active);
       chip.setAttribute('aria-pressed', String(status === active));
     }
