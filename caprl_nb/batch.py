@@ -348,7 +348,7 @@ class BatchRunner:
                 self.cached += len(positions)
                 yield from rest
         finally:
-            lookups.shutdown(wait=False, cancel_futures=True)
+            lookups.shutdown(wait=True, cancel_futures=True)  # no lookup outlives the batch (or its store)
 
     def _answer(
         self, chunk: list[tuple[int, object]]
