@@ -67,7 +67,8 @@ def main() -> None:
 
     payload = ours()
     assert (payload.width, payload.height) == target, (payload.width, payload.height, target)
-    base_ms, ours_ms = [], []
+    base_ms: list[float] = []
+    ours_ms: list[float] = []
     for _ in range(args.repeats):
         for fn, into in ((baseline, base_ms), (ours, ours_ms)):
             started = time.process_time()
