@@ -17,7 +17,9 @@ not come back, every unfinished row fails with one error naming it, in seconds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -77,6 +79,16 @@ class RowResult:
     created_at: float | None = None  # when the answer was stored (None: it was not)
 
     @classmethod
+    def from_store(cls, hit: StoredResult, checkpoint: str) -> RowResult:
+        """A row answered by the store: the stored answer and its provenance."""
+        return cls(
+            text=hit.text, cached=True, model=hit.model, checkpoint=checkpoint, latency_s=hit.latency_s,
+            prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
+            finish_reason=hit.finish_reason, key=hit.key, base_url=hit.base_url,
+            server_version=hit.server_version, created_at=hit.created_at,
+        )
+
+    @classmethod
     def failed(cls, exc: BaseException, description: str) -> RowResult:
         """A failed row: ``exc``'s text naming the row's input, its class as ``error_type``."""
         text = row_error(exc)
@@ -128,6 +140,31 @@ class BatchResults:
         self.attempts[i] = r.attempts
         self.done[i] = True
 
+    def set_stored(self, positions: list[int], hits: list[StoredResult], checkpoint: str) -> None:
+        """Rows answered by the store, many at once: as ``set(i, RowResult.from_store(hit,
+        checkpoint))`` for each, without a RowResult per row."""
+        text, model, finish, checkpoints = self.text, self.model, self.finish_reason, self.checkpoint
+        checkpoint = sys.intern(checkpoint)
+        latency, prompt, completion = [], [], []
+        for i, hit in zip(positions, hits):
+            text[i] = hit.text
+            model[i] = sys.intern(hit.model) if hit.model else None
+            finish[i] = sys.intern(hit.finish_reason) if hit.finish_reason else None
+            checkpoints[i] = checkpoint
+            latency.append(hit.latency_s)
+            prompt.append(-1 if hit.prompt_tokens is None else hit.prompt_tokens)
+            completion.append(-1 if hit.completion_tokens is None else hit.completion_tokens)
+        where = np.asarray(positions, dtype=np.intp)
+        for column in (self.error, self.error_type, self.input):
+            for i in positions:
+                column[i] = None
+        self.cached[where] = True
+        self.latency_s[where] = np.asarray(latency, dtype=float)  # None -> NaN
+        self.prompt_tokens[where] = prompt
+        self.completion_tokens[where] = completion
+        self.attempts[where] = 0
+        self.done[where] = True
+
     def __len__(self) -> int:
         return self.total
 
@@ -161,6 +198,8 @@ def _unusable(task: Task, text: str, finish_reason: str | None, max_tokens: int)
 
 
 _UNKNOWN = object()
+# Rows looked up in the store at once before they reach a worker (see BatchRunner._unstored).
+_LOOKUP_CHUNK = 2048
 
 
 def _value_at(values: Iterable[object], i: int) -> object:
@@ -273,6 +312,72 @@ class BatchRunner:
         if hit is None or _unusable(self.task, hit.text, hit.finish_reason, self.plan.max_tokens):
             return None
         return hit
+
+    # -- the lookup phase: rows the store answers, many at a time ------------------------------
+    def _unstored(
+        self, values: Iterable[object], results: BatchResults,
+        on_row: Callable[[int, RowResult], None] | None,
+    ) -> Iterator[tuple[int, object]]:
+        """(position, value) of every row the store did not answer here, in order.
+
+        A row that names an unchanged file whose answer is stored is answered here, without a
+        worker: a chunk of rows at a time, with one stat per file and a few store queries per
+        chunk (the remembered file hashes, then the answers), in a thread of its own that
+        works one chunk ahead. Every other row (a URL, bytes, a new or changed file, an answer
+        not stored, one only an adopted legacy key holds) goes to the workers, which look it up
+        on their own. Runs on the batch's loop; it waits for the lookup thread only when that
+        thread is behind, which it is only while every row so far came from the store.
+        """
+        rows = enumerate(values)
+        plan = self.plan
+        if self.store is None or plan is None:
+            yield from rows
+            return
+        chunks = iter(lambda: list(itertools.islice(rows, _LOOKUP_CHUNK)), [])
+        lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-lookup")
+        try:
+            ahead = collections.deque(lookups.submit(self._answer, chunk) for chunk in itertools.islice(chunks, 2))
+            while ahead:
+                (positions, hits), rest = ahead.popleft().result()
+                ahead.extend(lookups.submit(self._answer, chunk) for chunk in itertools.islice(chunks, 1))
+                results.set_stored(positions, hits, plan.checkpoint)
+                if on_row is not None:
+                    for position, hit in zip(positions, hits):
+                        on_row(position, RowResult.from_store(hit, plan.checkpoint))
+                self.done += len(positions)
+                self.cached += len(positions)
+                yield from rest
+        finally:
+            lookups.shutdown(wait=True, cancel_futures=True)  # no lookup outlives the batch (or its store)
+
+    def _answer(
+        self, chunk: list[tuple[int, object]]
+    ) -> tuple[tuple[list[int], list[StoredResult]], list[tuple[int, object]]]:
+        """((positions of the rows of ``chunk`` the store answers, their answers), the other rows)."""
+        store, plan = self.store, self.plan
+        assert store is not None and plan is not None
+        stats = images.stat_files(value for _, value in chunk)
+        files = [(position, stat) for (position, _), stat in zip(chunk, stats) if stat is not None]
+        nothing: tuple[list[int], list[StoredResult]] = ([], [])
+        if not files:
+            return nothing, chunk
+        try:
+            hashes = store.file_hashes([stat for _, stat in files])
+            keys = [(position, plan.key(sha)) for (position, _), sha in zip(files, hashes) if sha is not None]
+            hits = store.get_many([key for _, key in keys]) if keys else {}
+        except StoreError as exc:
+            self._note(f"The result store could not be read in bulk (rows were looked up one by one): {exc}")
+            return nothing, chunk
+        positions, answers = [], []
+        for position, key in keys:
+            hit = hits.get(key)
+            if hit is not None and not _unusable(self.task, hit.text, hit.finish_reason, plan.max_tokens):
+                positions.append(position)
+                answers.append(hit)
+        if not positions:
+            return nothing, chunk
+        done = set(positions)
+        return (positions, answers), [row for row in chunk if row[0] not in done]
 
     async def _row(self, value: object, client: CapRLClient, pool: ThreadPoolExecutor) -> RowResult:
         loop = asyncio.get_running_loop()
@@ -388,7 +493,7 @@ class BatchRunner:
         if self._cancelled:
             raise asyncio.CancelledError
         results = BatchResults(total)
-        positions = iter(enumerate(values))
+        positions = self._unstored(values, results, on_row)  # what the store answers is done
         pending: dict[int, object] = {}  # rows taken by a worker and not finished
         workers = max(1, min(self.settings.concurrency, total))
         threads = max(2, min(8, (os.cpu_count() or 2)))

@@ -32,8 +32,8 @@ import struct
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from caprl_nb.pixels import array_to_image, flatten
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload",
-    "describe", "identify", "is_image_path", "prepare",
+    "describe", "identify", "is_image_path", "prepare", "stat_files",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -282,6 +282,67 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
             return ImageSource(desc, digest, fstat, _max_bytes=max_bytes)
     data, fstat = _read_file(path, desc, max_bytes)
     return ImageSource(desc, hashlib.sha256(data).hexdigest(), fstat, _data=data, _max_bytes=max_bytes)
+
+
+def stat_files(values: Iterable[object], *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[FileStat | None]:
+    """For each value, the :class:`FileStat` :func:`identify` would take of it, if it names a
+    non-empty regular file under ``max_bytes``; None for anything else (a URL, bytes, a missing
+    file, ...: :func:`identify` says what is wrong with it).
+
+    Made for many rows at once (a cached re-run, before any row is identified): one ``lstat``
+    per file, and each folder's real path resolved once rather than once per file.
+    """
+    folders: dict[str, str] = {}
+    stats: list[FileStat | None] = []
+    for value in values:
+        text = _path_text(value)
+        stats.append(None if text is None else _stat_path(text, folders, max_bytes))
+    return stats
+
+
+def _path_text(value: object) -> str | None:
+    """The text of a value :func:`identify` reads as a local path; None for anything else."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped or _SCHEME.match(stripped) or stripped[:5].lower() == "data:":
+            return None
+        return value
+    if isinstance(value, os.PathLike) and _as_pdf_page(value) is None:
+        with suppress(TypeError):
+            return os.fsdecode(value)
+    return None
+
+
+def _stat_path(text: str, folders: dict[str, str], max_bytes: int) -> FileStat | None:
+    """_identify_file's view of ``text`` when it names a readable, non-empty regular file.
+
+    ``folders`` caches each folder's real path (with a trailing separator); the file's own name
+    is resolved only when it is a symbolic link.
+    """
+    if "\0" in text:
+        return None
+    given = os.path.expanduser(text) if text[:1] == "~" else text
+    cut = max(given.rfind(os.sep), given.rfind(os.altsep) if os.altsep else -1) + 1
+    head, tail = given[:cut], given[cut:]
+    try:
+        if tail in ("", ".", ".."):
+            path = os.path.realpath(given)
+            st = os.stat(path)
+        else:
+            folder = folders.get(head)
+            if folder is None:
+                folder = os.path.join(os.path.realpath(head), "")
+                folders[head] = folder
+            path = folder + tail
+            st = os.lstat(path)
+            if stat_mod.S_ISLNK(st.st_mode):  # realpath follows the link: so does identify
+                path = os.path.realpath(given)
+                st = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, a name no file system can hold
+        return None
+    if not stat_mod.S_ISREG(st.st_mode) or not 0 < st.st_size <= max_bytes:
+        return None
+    return FileStat(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _read_file(path: str, desc: str, max_bytes: int) -> tuple[bytes, FileStat]:

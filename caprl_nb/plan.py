@@ -20,6 +20,7 @@ them (``caprl-nb store adopt ALIAS CHECKPOINT``); :func:`legacy_key` finds them 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -56,10 +57,27 @@ class RequestPlan:
         return self.info.checkpoint
 
     def key(self, image_sha256: str) -> str:
-        return _digest({
-            "v": KEY_VERSION, "image": image_sha256, "checkpoint": self.checkpoint,
-            "request": self.request,
-        })
+        template = self._key_template
+        if template is None or not (image_sha256.isascii() and image_sha256.isalnum()):
+            return _digest(self._key_document(image_sha256))
+        # The same digest, without serialising the request again for every row (a cached
+        # re-run computes thousands of keys).
+        head, tail = template
+        return hashlib.sha256(head + image_sha256.encode() + tail).hexdigest()
+
+    def _key_document(self, image_sha256: str) -> dict[str, Any]:
+        return {"v": KEY_VERSION, "image": image_sha256, "checkpoint": self.checkpoint, "request": self.request}
+
+    @functools.cached_property
+    def _key_template(self) -> tuple[bytes, bytes] | None:
+        """The key document serialised around its image hash, (before, after); None if the
+        request itself holds the placeholder (then every key is serialised in full)."""
+        marker = "0" * 64
+        blob = json.dumps(self._key_document(marker), sort_keys=True, separators=(",", ":"))
+        head, found, tail = blob.partition(f'"image":"{marker}"')
+        if not found or marker in head + tail:
+            return None
+        return (head + '"image":"').encode(), ('"' + tail).encode()
 
 
 def token_budget(task: Task, preset: ModelPreset, max_model_len: int | None) -> tuple[int | None, int]:

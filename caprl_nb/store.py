@@ -40,10 +40,9 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from caprl_nb import migrations
 from caprl_nb.client import ServerInfo
@@ -76,6 +75,12 @@ RACY_WINDOW_NS = 3_000_000_000
 BUSY_TIMEOUT_S = 10.0
 BUSY_GIVE_UP_S = 60.0
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+# Bulk reads (a cached re-run looks up thousands of rows) ask for this many keys per query:
+# under SQLite's smallest limit on bound parameters (999 before 3.32).
+IN_CHUNK = 900
+# How much of the file SQLite reads through a memory map (on a local disk); see _choose_journal.
+MMAP_BYTES = 256 * 2**20
 
 # Filesystems where SQLite's WAL is unsafe: WAL coordinates through shared memory that only
 # processes on one host share (https://www.sqlite.org/wal.html), and these are shared between
@@ -186,8 +191,9 @@ def _transact(
         delay = min(delay * 2, 1.0)
 
 
-@dataclass(frozen=True)
-class StoredResult:
+class StoredResult(NamedTuple):
+    """A stored answer and its provenance (a named tuple: a cached re-run reads thousands)."""
+
     key: str
     text: str
     model: str
@@ -209,6 +215,11 @@ _HIT_FIELDS = (
     "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at, "
     "base_url, server_version"
 )
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class ResultStore:
@@ -265,6 +276,11 @@ class ResultStore:
         # safe, and never switched back and forth between hosts that see it differently.
         self.journal_mode = current
         db.execute(f"PRAGMA synchronous={'NORMAL' if current == 'wal' else 'FULL'}")
+        if not network:
+            # Reads through a memory map rather than one read() per page: a cached re-run looks
+            # up thousands of rows spread over the whole file. Not on a network filesystem,
+            # where a failed read through the map would be a signal rather than an error.
+            db.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         if network and self.path not in _warned_network:
             _warned_network.add(self.path)
             still = (
@@ -343,6 +359,17 @@ class ResultStore:
     def get(self, key: str) -> StoredResult | None:
         rows = self.read(f"SELECT {_HIT_FIELDS} FROM results WHERE key = ?", (key,))
         return StoredResult(*rows[0]) if rows else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, StoredResult]:
+        """The stored results among ``keys``, by key: one query per ``IN_CHUNK`` keys."""
+        found: dict[str, StoredResult] = {}
+        for chunk in _chunks(keys, IN_CHUNK):
+            rows = self.read(
+                f"SELECT {_HIT_FIELDS} FROM results WHERE key IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            found.update((row[0], StoredResult(*row)) for row in rows)
+        return found
 
     def get_adopted(self, key: str, checkpoint: str) -> StoredResult | None:
         """A schema-1 row under ``key`` that the user adopted for ``checkpoint``."""
@@ -435,6 +462,27 @@ class ResultStore:
             (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns),
         )
         return rows[0][0] if rows else None
+
+    def file_hashes(self, stats: Sequence[FileStat]) -> list[str | None]:
+        """:meth:`file_hash` of many files at once (None where unknown or changed): one query per
+        ``IN_CHUNK`` distinct paths."""
+        paths = list(dict.fromkeys(stat.path for stat in stats))
+        known: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(paths, IN_CHUNK):
+            rows = self.read(
+                "SELECT path, size, mtime_ns, ino, ctime_ns, sha256 FROM file_hashes "
+                f"WHERE path IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            known.update((row[0], row) for row in rows)
+        hashes: list[str | None] = []
+        for stat in stats:
+            row = known.get(stat.path)
+            if row is not None and row[1:5] == (stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns):
+                hashes.append(row[5])
+            else:
+                hashes.append(None)
+        return hashes
 
     def remember_file_hash(self, stat: FileStat, sha256: str, *, now_ns: int | None = None) -> bool:
         """Remember a file's hash, unless it changed too recently to be sure a later rewrite

@@ -38,6 +38,7 @@ from caprl_nb.images import (
     identify,
     is_image_path,
     prepare,
+    stat_files,
 )
 from caprl_nb.models import PRESETS
 
@@ -439,6 +440,44 @@ def test_byte_cap_on_files_and_bytes(tmp_path: Path) -> None:
         identify("data:image/png;base64," + base64.b64encode(data).decode(), max_bytes=1000)
     assert identify(tmp_path / "a.png", max_bytes=len(data)).read() == data
     assert DEFAULT_MAX_BYTES == 64 * 1024 * 1024
+
+
+# -- stat_files: what identify would stat, for many rows at once ---------------------------------
+def test_stat_files_sees_each_file_as_identify_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "pics"
+    (folder / "sub").mkdir(parents=True)
+    save(gradient(8, 8), folder / "a.png", "PNG")
+    save(gradient(9, 9), folder / "sub" / "b.png", "PNG")
+    (tmp_path / "link.png").symlink_to(folder / "a.png")
+    (tmp_path / "linked").symlink_to(folder / "sub")
+    (tmp_path / "empty.png").write_bytes(b"")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(folder)
+    files = [
+        str(folder / "a.png"), "a.png", "./sub/../a.png", "sub/b.png", str(tmp_path / "link.png"),
+        str(tmp_path / "linked" / "b.png"), "~/pics/a.png", folder / "sub" / "b.png", "a.png/",
+        str(tmp_path / "pics//a.png"), str(tmp_path / "linked" / ".." / "a.png"),
+    ]
+    not_files = [
+        "missing.png", "sub", "sub/", "sub/.", str(tmp_path / "empty.png"), "", "   ", " a.png",
+        "a\0.png", "a\udc80.png", b"a.png", None, 3, "data:image/png;base64,iVBORw0KGgo=",
+    ]
+
+    def identified(value: object) -> FileStat | None:
+        try:
+            return identify(value).stat
+        except ImageError:
+            return None
+
+    values = files + not_files
+    expected = [identified(value) for value in values]
+    assert None not in expected[: len(files)]
+    assert expected[len(files) :] == [None] * len(not_files)
+    assert stat_files(values) == expected
+    # Never fetched, nor taken for files: URLs of any scheme.
+    urls = ["http://example.com/a.png", " https://example.com/a.png", "s3://bucket/a.png"]
+    assert stat_files(urls) == [None] * len(urls)
+    assert stat_files([str(folder / "a.png")], max_bytes=10) == [None]  # identify: over the cap
 
 
 # -- known_hash memo ------------------------------------------------------------------------------

@@ -110,6 +110,21 @@ def test_the_response_schema_is_in_the_key() -> None:
     assert key_a != key_b
 
 
+def test_keys_are_the_digest_of_the_documented_document() -> None:
+    """Keys stored by earlier versions stay valid: the key is sha256 of the sorted, compact JSON
+    of {v, image, checkpoint, request}, however it is computed (a re-run computes thousands)."""
+    import hashlib
+
+    info = ServerInfo("http://h/v1", "caprl", CAPRL_3B, 32768, "0.32.0")
+    tricky = caption_task('a "quoted" prompt \\ with "image":"' + "0" * 64 + '" inside')
+    for task in (caption_task(), ask_task("What is it?", seed=3), tricky):
+        plan = plan_request(task, info)[0]
+        for sha in (hashlib.sha256(b"x").hexdigest(), "sha", "not hex: \"\\", "0" * 64):
+            document = {"v": 2, "image": sha, "checkpoint": plan.checkpoint, "request": plan.request}
+            blob = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+            assert plan.key(sha) == hashlib.sha256(blob).hexdigest()
+
+
 def test_the_alias_is_provenance_not_identity() -> None:
     task = caption_task()
     one = ServerInfo("http://a/v1", "caprl", CAPRL_3B, 32768, "0.32.0")

@@ -455,3 +455,139 @@ def test_a_store_on_a_local_disk_uses_wal_without_a_word(
         with ResultStore(path) as store:
             assert store.journal_mode == "wal"
     assert _journal_on_disk(path) == "wal"
+
+
+def test_bulk_reads_ask_one_query_per_chunk_of_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "IN_CHUNK", 3)
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        for key in "abcdefg":
+            _put(store, key, text=f"caption {key}")
+        queries: list[str] = []
+        assert store._db is not None
+        store._db.set_trace_callback(queries.append)
+        found = store.get_many(["a", "c", "zz", "e", "g", "c", "b", "y"])
+        assert {key: hit.text for key, hit in found.items()} == {k: f"caption {k}" for k in "abceg"}
+        assert len(queries) == 3  # 8 keys, 3 a query
+        assert found["a"] == store.get("a")
+
+
+def test_bulk_file_hashes_answer_only_for_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "IN_CHUNK", 2)
+    stats = [FileStat(f"/{name}.png", 10, 111, 5, 222) for name in "abcde"]
+    later = 222 + RACY_WINDOW_NS + 1
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        for stat in stats[:4]:
+            assert store.remember_file_hash(stat, f"h{stat.path}", now_ns=later)
+        changed = [dataclasses.replace(stats[1], size=11), dataclasses.replace(stats[2], ino=6)]
+        asked = [stats[0], *changed, stats[3], stats[4], stats[0]]
+        assert store.file_hashes(asked) == ["h/a.png", None, None, "h/d.png", None, "h/a.png"]
+        assert store.file_hashes(asked) == [store.file_hash(stat) for stat in asked]
+        assert store.file_hashes([]) == []
+
+
+def _count_store_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SELECT on results or file_hashes that a ResultStore opened from now on sends."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)  # type: ignore[arg-type]  # sqlite3.connect's own arguments
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", traced)
+    return statements
+
+
+def _reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")
+            and ("FROM results" in s or "FROM file_hashes" in s)]
+
+
+def test_a_cached_rerun_reads_the_store_a_few_queries_per_chunk_and_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caprl_nb import batch
+    from caprl_nb.batch import run_batch
+    from caprl_nb.config import resolve_settings
+    from caprl_nb.prompts import caption_task
+
+    from tests.conftest import make_images
+    from tests.support.vllm_sim import VLLMSimulator
+
+    monkeypatch.setattr(store_module, "RACY_WINDOW_NS", 0)  # remember hashes of files just written
+    monkeypatch.setattr(batch, "_LOOKUP_CHUNK", 16)
+    files = make_images(tmp_path / "images", 70)
+    task = caption_task(max_tokens=8)
+    with VLLMSimulator() as sim:
+        settings = resolve_settings(base_url=sim.base_url)
+        first = run_batch(files, task, settings, progress=False)
+        assert len(sim.requests) == 70
+        statements = _count_store_reads(monkeypatch)
+        again = run_batch(files, task, settings, progress=False)
+        assert len(sim.requests) == 70  # not one chat request more
+    assert all(again.cached) and list(again.text) == list(first.text)
+    assert list(again.model) == ["caprl"] * 70 and list(again.checkpoint) == [sim.root] * 70
+    assert list(again.completion_tokens) == list(first.completion_tokens)
+    # 5 chunks of 16 rows: the file hashes and the answers of each in one query apiece (and
+    # the legacy aliases once), where one query per row for each was 140.
+    assert len(_reads(statements)) <= 2 * 5 + 1
+
+
+def test_a_rerun_answers_stored_rows_in_bulk_and_sends_the_rest_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caprl_nb import batch
+    from caprl_nb.batch import run_batch
+    from caprl_nb.config import resolve_settings
+    from caprl_nb.prompts import caption_task
+
+    from tests.conftest import make_images
+    from tests.support.vllm_sim import VLLMSimulator
+
+    monkeypatch.setattr(store_module, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(batch, "_LOOKUP_CHUNK", 4)
+    files = make_images(tmp_path / "images", 8)
+    new, other = make_images(tmp_path / "new", 2, size=(40, 30))
+    task = caption_task(max_tokens=8)
+    with VLLMSimulator() as sim:
+        settings = resolve_settings(base_url=sim.base_url)
+        first = run_batch(files, task, settings, progress=False)
+        Path(files[5]).write_bytes(Path(other).read_bytes())  # same path, other content
+        rows = [*files, new, str(tmp_path / "missing.png"), b"not an image", files[0]]
+        sim.reset_log()
+        again = run_batch(rows, task, settings, progress=False)
+        sent = len(sim.requests)
+    assert [r.cached for r in again] == [True] * 5 + [False] + [True] * 2 + [False] * 3 + [True]
+    assert sent == 2  # the changed file and the new one
+    assert [r.text for r in again][:5] == list(first.text)[:5]
+    assert [r.text for r in again][6:8] == list(first.text)[6:8]
+    assert again[5].text is not None and again[5].text != first[5].text
+    assert again[8].text is not None and again[8].error is None
+    assert again[9].error_type == "ImageNotFoundError" and "missing.png" in (again[9].error or "")
+    assert again[10].error_type == "ImageDecodeError"
+    assert again[11].text == first[0].text
+
+
+def test_run_one_from_the_store_in_bulk_keeps_the_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from caprl_nb.config import resolve_settings
+    from caprl_nb.prompts import caption_task
+    from caprl_nb.rows import run_one
+
+    from tests.conftest import make_images
+    from tests.support.vllm_sim import VLLMSimulator
+
+    monkeypatch.setattr(store_module, "RACY_WINDOW_NS", 0)
+    image = make_images(tmp_path / "images", 1)[0]
+    with VLLMSimulator() as sim:
+        settings = resolve_settings(base_url=sim.base_url)
+        first = asyncio.run(run_one(caption_task(max_tokens=8), image, settings))
+        statements = _count_store_reads(monkeypatch)
+        again = asyncio.run(run_one(caption_task(max_tokens=8), image, settings))
+        assert len(sim.requests) == 1
+    assert again.cached and first.key is not None
+    assert (again.text, again.key, again.created_at, again.base_url, again.server_version, again.checkpoint) == (
+        first.text, first.key, first.created_at, sim.base_url, "0.32.0", sim.root)
+    assert not any("FROM results WHERE key = " in s for s in statements)  # answered by the bulk lookup
