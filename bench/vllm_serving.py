@@ -52,13 +52,13 @@ LAUNCHER = (
 TOKENS_TOLERANCE = 0.02  # output token counts further apart than this make images/s unfair
 
 
-def make_jpegs(folder: Path, n: int, size: tuple[int, int]) -> list[str]:
-    """``n`` distinct JPEG files of random noise (seeded), quality 90."""
+def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[str]:
+    """``n`` distinct JPEG files of random noise, quality 90; another seed, other images."""
     import numpy as np
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(n)
+    rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
         pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
@@ -138,13 +138,19 @@ def main() -> None:
     python = find_engine_python()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        files = make_jpegs(root / "images", args.rows, (width, height))
-        kib = sum(Path(f).stat().st_size for f in files) / len(files) / 1024
-        dataset = root / "dataset.jsonl"
-        with dataset.open("w") as f:
-            for path in files:
-                url = "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-                f.write(json.dumps({"prompt": CAPTION_PROMPT, "image_files": [url]}) + "\n")
+        # Every run gets images no run sent before: vLLM caches processed images and prefixes,
+        # so a client sending images the server has seen would be measured against its cache.
+        seed = time.time_ns() % 2**32  # and none a previous invocation sent to the same server
+        sets = [make_jpegs(root / f"images{i}", args.rows, (width, height), seed=seed + i)
+                for i in range(2 * args.repeat + 1)]
+        kib = sum(Path(f).stat().st_size for f in sets[1]) / args.rows / 1024
+        datasets = []
+        for i in range(args.repeat):
+            datasets.append(root / f"dataset{i}.jsonl")
+            with datasets[-1].open("w") as f:
+                for path in sets[2 * i + 2]:
+                    url = "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+                    f.write(json.dumps({"prompt": CAPTION_PROMPT, "image_files": [url]}) + "\n")
 
         engine = None
         base_url = args.base_url
@@ -158,14 +164,14 @@ def main() -> None:
         try:
             with urllib.request.urlopen(f"{base_url}/models", timeout=30) as response:
                 tokenizer = json.load(response)["data"][0]["root"]  # the model's directory
-            warm = make_jpegs(root / "warm", min(args.concurrency, 8), (width, height))
+            warm = sets[0][: min(args.concurrency, 8)]
             run_ours(warm, base_url, args.concurrency, args.max_tokens, root / "home-warm")
             ours: list[dict[str, Any]] = []
             theirs: list[dict[str, Any]] = []
             for run in range(args.repeat):
-                ours.append(run_ours(files, base_url, args.concurrency, args.max_tokens,
+                ours.append(run_ours(sets[2 * run + 1], base_url, args.concurrency, args.max_tokens,
                                      root / f"home{run}"))
-                theirs.append(run_vllm_bench(python, dataset, base_url.removesuffix("/v1"), tokenizer,
+                theirs.append(run_vllm_bench(python, datasets[run], base_url.removesuffix("/v1"), tokenizer,
                                              args.rows, args.concurrency, args.max_tokens, root, str(run)))
                 for label, r in (("caprl_nb", ours[-1]), ("vllm bench serve", theirs[-1])):
                     print(f"  run {run + 1} {label:17} {r['rows'] / r['wall_s']:7.2f} images/s  "
