@@ -191,18 +191,32 @@ def run_one(bench: Bench, profile: str, env: dict[str, str], timeout: float) -> 
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         outcome.timed_out = True
-        os.killpg(proc.pid, signal.SIGINT)  # its finally blocks stop servers it started
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        interrupt(proc)
+    except KeyboardInterrupt:
+        interrupt(proc)  # it runs in its own session: Ctrl-C reached only this process
+        raise
     reader.join(10)
     outcome.wall_s = time.perf_counter() - started
     outcome.returncode = proc.returncode
     outcome.output = "".join(lines)
     outcome.results = parse_results(outcome.output)
     return outcome
+
+
+def interrupt(proc: subprocess.Popen[str]) -> None:
+    """SIGINT to the script's process group (its finally blocks stop the servers it started), then SIGKILL."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def ratio_lines(output: str) -> list[str]:
+    """The lines of a script without RESULT lines that state a ratio or a target, for the summary."""
+    return [line.strip() for line in output.splitlines()
+            if re.search(r"\bratio\b|\btarget\b", line, re.IGNORECASE) and not line.startswith(RESULT_PREFIX)]
 
 
 def machine() -> dict[str, str]:
@@ -284,8 +298,9 @@ def render(outcomes: list[Outcome], info: dict[str, str], profile: str, note: st
             continue
         status = "timed out" if o.timed_out else ("" if o.returncode == 0 else f"exit {o.returncode}")
         if not o.results:
-            out.append(f"| {o.bench.name} | (no RESULT line: see its output below) | | | | | | | "
-                       f"{status} |")
+            stated = "<br>".join(cell(line) for line in ratio_lines(o.output)[:6])
+            out.append(f"| {o.bench.name} | {stated or '(no RESULT line: see its output below)'} "
+                       f"| | | | | | | {status} |")
         for r in o.results:
             out.append("| " + " | ".join([
                 o.bench.name, cell(r.get("name")), cell(r.get("value")), cell(r.get("unit")),
