@@ -168,7 +168,8 @@ def run_one(bench: Bench, profile: str, env: dict[str, str], timeout: float) -> 
         outcome.skipped = reason
         return outcome
     args, outcome.dropped = keep_known(getattr(bench, profile), known_options(script, env))
-    outcome.command = [sys.executable, f"bench/{bench.script}", *args]
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    outcome.command = [sys.executable, str(shown), *args]
     print(f"\n=== {bench.name}: {shlex.join(outcome.command)}", flush=True)
     if outcome.dropped:
         print(f"    (its --help does not list {shlex.join(outcome.dropped)}: dropped)", flush=True)
