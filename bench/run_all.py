@@ -215,9 +215,9 @@ def interrupt(proc: subprocess.Popen[str]) -> None:
 
 
 def ratio_lines(output: str) -> list[str]:
-    """The lines of a script without RESULT lines that state a ratio or a target, for the summary."""
+    """The lines of a script without RESULT lines that state a ratio, target or bound, for the summary."""
     return [line.strip() for line in output.splitlines()
-            if re.search(r"\bratio\b|\btarget\b", line, re.IGNORECASE) and not line.startswith(RESULT_PREFIX)]
+            if re.search(r"\b(ratio|target|bound)\b", line, re.IGNORECASE) and not line.startswith(RESULT_PREFIX)]
 
 
 def machine() -> dict[str, str]:
@@ -278,8 +278,8 @@ def render(outcomes: list[Outcome], info: dict[str, str], profile: str, note: st
     out = [
         "# Benchmark results",
         "",
-        f"Written by `{info['command']}` ({profile} profile). Regenerate with the same command;",
-        "every figure is set beside its baseline measured in the same run, on the same machine.",
+        f"Written by `python -m bench` ({profile} profile; the exact command is below). Every figure",
+        "is set beside its baseline measured in the same run, on the same machine.",
         "",
         "| | |",
         "|---|---|",
