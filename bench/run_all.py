@@ -86,7 +86,7 @@ BENCHES = [
           needs="chromium",
           about="Gallery first card in JupyterLab vs a naive HTML gallery"),
     Bench("vllm_serving", "vllm_serving.py",
-          ["--rows", "64", "--concurrency", "8", "--max-tokens", "16", "--repeat", "2"],
+          ["--rows", "128", "--concurrency", "8", "--max-tokens", "16", "--repeat", "3"],
           ["--rows", "512", "--concurrency", "32", "--max-tokens", "16", "--repeat", "3"],
           needs="engine",
           about="caprl_nb vs `vllm bench serve` against the real tiny vLLM"),

@@ -103,6 +103,7 @@ def run_vllm_bench(python: str, dataset: Path, base_url: str, tokenizer: str, ro
         "--trust-remote-code", "--dataset-name", "custom_image", "--dataset-path", str(dataset),
         "--disable-shuffle", "--num-prompts", str(rows), "--max-concurrency", str(concurrency),
         "--custom-output-len", str(max_tokens), "--ignore-eos", "--disable-tqdm",
+        "--percentile-metrics", "ttft,tpot,itl,e2el",
         "--save-result", "--result-dir", str(out_dir), "--result-filename", name,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
