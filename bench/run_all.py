@@ -175,9 +175,11 @@ def run_one(bench: Bench, profile: str, env: dict[str, str], timeout: float) -> 
         print(f"    (its --help does not list {shlex.join(outcome.dropped)}: dropped)", flush=True)
     lines: list[str] = []
     started = time.perf_counter()
-    # Its own session, so a timeout can interrupt it and everything it started.
+    # Its own session, so a timeout can interrupt it and everything it started; SIGINT restored
+    # (a runner started in the background by a shell ignores it, and its children would too).
     proc = subprocess.Popen(outcome.command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -339,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout or TIMEOUT_S[args.profile]
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git("rev-parse", "--short=12", "HEAD") + (" (with uncommitted changes)"
-                                                            if git("status", "--porcelain") else ""),
+        "commit": git("rev-parse", "--short=12", "HEAD") + (
+            " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""),
         "command": shlex.join(["python", *sys.orig_argv[1:]]) if hasattr(sys, "orig_argv")
         else shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
         **machine(),
