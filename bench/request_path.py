@@ -152,6 +152,10 @@ def main() -> None:
     parser.add_argument("--clients", default="loop,caprl cache=False,caprl default")
     args = parser.parse_args()
     bound = args.capacity / args.latency
+    import openai  # noqa: F401 - imported before any timing, so no client pays for imports
+    import pandas  # noqa: F401
+
+    import caprl_nb  # noqa: F401
     chosen = [c.strip() for c in args.clients.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ HTTP status, OpenAI and httpx exceptions are translated into :mod:`caprl_nb.erro
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import secrets
@@ -167,6 +168,10 @@ def _openai_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+# Connections per httpx pool (see CapRLClient.__init__).
+_LANE = 16
+
+
 # -- request bodies ---------------------------------------------------------------------------
 # Image URLs are spliced into the JSON body as bytes instead of being JSON-encoded: a base64
 # data URL is half a megabyte of characters that need no escaping, and scanning it through
@@ -228,14 +233,18 @@ class CapRLClient:
         # for it (or for the batch's verdict that it is gone) instead of spending its retries.
         self.watch = watch
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        # One pool, as large as the batch's concurrency: every request in flight has its own
-        # kept-alive connection, and none waits for one.
-        size = max(1, settings.concurrency) + 2  # + /metrics polls
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            headers={"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"},
-        )
+        headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        # Connections for every request in flight, kept alive, so none waits for one. httpcore's
+        # pool scans all its connections on each request and each response (O(pool) per request,
+        # quadratic per wave at 256), so they are split into pools of _LANE; a request borrows a
+        # lane (a pool with a free connection) for its duration.
+        size = max(1, settings.concurrency)
+        limits = httpx.Limits(max_connections=_LANE, max_keepalive_connections=_LANE)
+        self._pools = [
+            httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+            for _ in range(-(-size // _LANE))
+        ]
+        self._lanes = collections.deque(pool for pool in self._pools for _ in range(_LANE))
         self._completions_url = f"{settings.base_url.rstrip('/')}/chat/completions"
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
@@ -251,7 +260,8 @@ class CapRLClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
         await self._openai.close()
 
     # -- retry loop -----------------------------------------------------------------------
@@ -377,7 +387,14 @@ class CapRLClient:
 
     async def _post(self, body: bytes) -> Any:
         """POST one chat completion; its JSON answer, or StatusError for 4xx/5xx."""
-        response = await self._http.post(self._completions_url, content=body)
+        lanes = self._lanes
+        borrowed = bool(lanes)
+        pool = lanes.popleft() if borrowed else self._pools[0]  # more callers than lanes: pool 0 queues
+        try:
+            response = await pool.post(self._completions_url, content=body)
+        finally:
+            if borrowed:
+                lanes.append(pool)
         raw = response.content
         try:
             parsed = json.loads(raw)
@@ -408,7 +425,7 @@ class CapRLClient:
         """The server's Prometheus ``/metrics`` text (vLLM's), or None when it has none."""
         limit = min(self.settings.read_timeout, INFO_TIMEOUT)
         try:
-            response = await self._http.get(f"{self.settings.server_root}/metrics", timeout=limit)
+            response = await self._pools[0].get(f"{self.settings.server_root}/metrics", timeout=limit)
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None
