@@ -29,8 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -170,11 +172,10 @@ def main() -> None:
             for rep in range(args.repeat):
                 for name in chosen:
                     if name == "loop":
-                        call: Callable[[], int] = lambda: run_loop(files, sim.base_url, args.capacity)
+                        call: Callable[[], int] = partial(run_loop, files, sim.base_url, args.capacity)
                     else:
                         home = Path(tmp) / f"home-{rep}-{len(rows)}"  # a fresh store every run
-                        cache = name != "caprl cache=False"
-                        call = lambda home=home, cache=cache: run_caprl(files, sim.base_url, cache, home)
+                        call = partial(run_caprl, files, sim.base_url, name != "caprl cache=False", home)
                     rows.append(measure(name, call, args.images, sim, bound))
         finally:
             sim.close()
