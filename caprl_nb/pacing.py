@@ -3,7 +3,7 @@
 vLLM's ``/metrics`` says how many requests it is running (``vllm:num_requests_running``) and
 how many wait for a slot (``vllm:num_requests_waiting``). A batch sends at most ``limit``
 requests at once. The limit starts at :data:`START` and doubles at every poll while the server
-runs that many and nothing waits (slow start); once requests wait, it grows by a sixteenth per poll while the
+runs most of them and nothing waits (slow start); once requests wait, it grows by a sixteenth per poll while the
 queue stays under its target. When more than twice the target wait, it drops to what runs plus
 the target. The target is a small queue, an eighth of what runs and at least
 :data:`MIN_QUEUE`, so a slot that frees up always finds a request ready and the server never
@@ -113,10 +113,13 @@ class Pacer:
             self._slow_start = False  # the server is full: from here on, small steps
         if waiting >= target or not in_use:
             return self.limit
-        if self._slow_start:
-            # Only once the server runs all of them (it may not have read the last ones yet).
-            return self.limit * 2 if running >= self.limit else self.limit
-        return self.limit + max(1, self.limit // 16)
+        if not self._slow_start:
+            return self.limit + max(1, self.limit // 16)
+        if 4 * running >= 3 * self.limit:
+            return self.limit * 2
+        # The server has not read most of the last step's requests yet (a loaded machine):
+        # grow by a quarter rather than wait for it, or hold a fast server back.
+        return self.limit + max(1, self.limit // 4)
 
     async def run(self) -> None:
         """Poll ``/metrics`` and adjust the limit until cancelled."""

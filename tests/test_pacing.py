@@ -61,9 +61,11 @@ def test_a_small_server_gets_its_capacity_and_a_short_queue_not_the_whole_batch(
         assert sim.max_running == 8  # the server was kept full
         most = sim.max_in_flight
     assert runner.pacer is not None and runner.pacer.adaptive
-    assert most <= 24, f"{most} requests at once at a server that runs 8"
-    busy = samples[len(samples) // 4: -len(samples) // 4]  # the steady middle of the batch
-    assert busy and sum(busy) / len(busy) >= 8
+    assert most <= 32, f"{most} requests at once at a server that runs 8"
+    first = next(i for i, n in enumerate(samples) if n)
+    last = len(samples) - next(i for i, n in enumerate(reversed(samples)) if n)
+    busy = sorted(samples[first:last])  # from the first request to the last answer
+    assert busy[len(busy) // 2] >= 8  # most of the time, every slot had a request
 
 
 def test_a_large_server_gets_the_whole_concurrency(tmp_path: Path) -> None:
