@@ -45,6 +45,7 @@ from caprl_nb.errors import (
     warn,
 )
 from caprl_nb.health import ServerWatch
+from caprl_nb.pacing import Pacer
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
 from caprl_nb.prompts import Task, nonempty
 from caprl_nb.store import ResultStore, StoredResult
@@ -233,6 +234,7 @@ class BatchRunner:
         self.status: str | None = None  # what the batch is waiting for, if anything
         self.plan: RequestPlan | None = None
         self.watch: ServerWatch | None = None
+        self.pacer: Pacer | None = None  # the in-flight limit, from the server's queue (see pacing)
         self._legacy_aliases: list[str] = []
         self._main: asyncio.Task[Any] | None = None
         self._cancelled = False
@@ -416,18 +418,19 @@ class BatchRunner:
                 pool, lambda: images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
             )
             s = self.task.sampling
-            completion = await client.complete(
-                model=plan.info.model,
-                messages=self.task.messages(payload.data_url),
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_tokens=plan.max_tokens,
-                repetition_penalty=s.repetition_penalty,
-                seed=s.seed,
-                structured=plan.structured,
-                processor_kwargs=payload.processor_kwargs,
-                on_retry=self._count_retry,
-            )
+            async with self._slot():
+                completion = await client.complete(
+                    model=plan.info.model,
+                    messages=self.task.messages(payload.data_url),
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    max_tokens=plan.max_tokens,
+                    repetition_penalty=s.repetition_penalty,
+                    seed=s.seed,
+                    structured=plan.structured,
+                    processor_kwargs=payload.processor_kwargs,
+                    on_retry=self._count_retry,
+                )
             sent = (payload.width, payload.height)
             del payload
             why = _unusable(self.task, completion.text, completion.finish_reason, plan.max_tokens)
@@ -477,6 +480,10 @@ class BatchRunner:
             if self.watch is not None and exc is self.watch.dead:
                 raise  # the batch's verdict on the server: the worker stops (see run)
             return RowResult.failed(exc, description)
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A place among the requests in flight (no limit beyond the workers' without a pacer)."""
+        return self.pacer.slot() if self.pacer is not None else contextlib.nullcontext()
 
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1
@@ -530,13 +537,16 @@ class BatchRunner:
             self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
                                      on_change=self._say)
             client.watch = self.watch
+            self.pacer = Pacer(workers, client.metrics)
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
                 tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+                pacing = asyncio.ensure_future(self.pacer.run())
                 try:
                     await asyncio.gather(*tasks)
                 finally:
                     # Collect every worker, so none is left running or "never retrieved"
                     # (no TaskGroup before Python 3.11).
+                    tasks.append(pacing)
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,17 +1,21 @@
 """The only module that speaks HTTP to the model server.
 
-``openai.AsyncOpenAI`` does the chat completions (its own retries off: ours are narrower);
-httpx reads vLLM's plain endpoints (``/version``, ``/health``). Every call has finite
+Chat completions go over one httpx connection pool with bodies built as bytes (see
+:class:`CapRLClient` for why not through the openai SDK); ``openai.AsyncOpenAI`` asks
+``/v1/models`` (its own retries off: ours are narrower); httpx reads vLLM's plain endpoints
+(``/version``, ``/health``, ``/metrics``). Every call has finite
 connect and read timeouts. Retries cover connection errors, timeouts, 429 and 5xx with capped,
 jittered exponential backoff that honours ``Retry-After``; any other 4xx fails at once.
-OpenAI/httpx exceptions are translated into :mod:`caprl_nb.errors` here and nowhere else.
+HTTP status, OpenAI and httpx exceptions are translated into :mod:`caprl_nb.errors` here and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,8 +35,8 @@ from caprl_nb.errors import (
 )
 
 __all__ = [
-    "CapRLClient", "Completion", "ServerInfo", "Watch", "fetch_plain", "fetch_server_info", "is_healthy",
-    "retry_delay",
+    "CapRLClient", "Completion", "ServerInfo", "StatusError", "Watch", "fetch_plain", "fetch_server_info",
+    "is_healthy", "request_body", "retry_delay",
 ]
 
 T = TypeVar("T")
@@ -100,8 +104,8 @@ def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float:
     return float(base / 2 + random.uniform(0, base / 2))
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -116,6 +120,20 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
             return None
 
 
+class StatusError(Exception):
+    """A chat completion answered with HTTP 4xx/5xx (internal: ``complete`` translates it)."""
+
+    def __init__(self, status_code: int, body: object, headers: httpx.Headers) -> None:
+        self.status_code = status_code
+        self.body = body  # the parsed JSON, or the text when it was not JSON
+        self.headers = headers
+        super().__init__(f"HTTP {status_code}: {_server_message(body, status_code)}")
+
+
+# How much of a body that is not JSON an error message quotes.
+_QUOTE = 300
+
+
 class Watch(Protocol):
     """What the client asks when a request could not reach the server (see caprl_nb.health)."""
 
@@ -128,25 +146,106 @@ class Watch(Protocol):
 _GATEWAY = (502, 503, 504)
 
 
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
+def _server_message(body: object, status: int) -> str:
+    """The server's own words in an error body (vLLM, OpenAI and proxy shapes)."""
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
+        if isinstance(inner, str) and inner:
+            return inner
         if body.get("message"):
             return str(body["message"])
+        return json.dumps(body)[:_QUOTE]
+    text = str(body or "").strip()
+    return text[:_QUOTE] if text else f"no message (HTTP {status})"
+
+
+def _openai_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and (body.get("message") or isinstance(body.get("error"), dict)):
+        return _server_message(body, exc.status_code)
     return exc.message
 
 
+# Connections per httpx pool (see CapRLClient.__init__).
+_LANE = 16
+
+
+# -- request bodies ---------------------------------------------------------------------------
+# Image URLs are spliced into the JSON body as bytes instead of being JSON-encoded: a base64
+# data URL is half a megabyte of characters that need no escaping, and scanning it through
+# json.dumps costs more CPU than everything else in a request. The marker stands in for it
+# while the (small) rest is encoded.
+_MARKER = f"caprl-image-{secrets.token_hex(8)}-"
+
+
+def _spliceable(url: object) -> bool:
+    """A long ASCII string that JSON would copy as is (no quote, backslash or line break)."""
+    return (
+        isinstance(url, str) and len(url) > 1024 and url.isascii()
+        and not any(c in url for c in '"\\\n\r\t')
+    )
+
+
+def request_body(fields: dict[str, Any]) -> bytes:
+    """``fields`` as compact JSON bytes; long image URLs in ``fields["messages"]`` are spliced in."""
+    urls: list[str] = []
+
+    def part(p: Any) -> Any:
+        image = p.get("image_url") if isinstance(p, dict) and p.get("type") == "image_url" else None
+        if not isinstance(image, dict) or not _spliceable(image.get("url")):
+            return p
+        urls.append(image["url"])
+        return {**p, "image_url": {**image, "url": f"{_MARKER}{len(urls) - 1}."}}
+
+    def message(m: Any) -> Any:
+        content = m.get("content") if isinstance(m, dict) else None
+        return {**m, "content": [part(p) for p in content]} if isinstance(content, list) else m
+
+    messages = [message(m) for m in fields.get("messages", ())]
+    encoded = json.dumps({**fields, "messages": messages}, separators=(",", ":")).encode()
+    if not urls:
+        return encoded
+    pieces: list[bytes] = []
+    rest = encoded
+    for i, url in enumerate(urls):
+        before, _, rest = rest.partition(f"{_MARKER}{i}.".encode())
+        pieces += (before, url.encode("ascii"))
+    pieces.append(rest)
+    return b"".join(pieces)
+
+
 class CapRLClient:
-    """One async connection pool to one server; use as an async context manager."""
+    """One async connection pool to one server; use as an async context manager.
+
+    Chat completions go over httpx directly, not through ``openai.AsyncOpenAI``: the SDK
+    JSON-encodes each half-megabyte base64 image and builds pydantic models around every
+    request and response, which cost more client CPU than the rest of a row. The body here is
+    built once as bytes (:func:`request_body`) and the answer read with ``json.loads``; the
+    protocol is the same OpenAI-compatible one, and errors are translated as the SDK's were.
+    ``openai`` still asks ``/v1/models`` (:func:`fetch_server_info`).
+    """
 
     def __init__(self, settings: Settings, watch: Watch | None = None) -> None:
         self.settings = settings
         # Server health shared by a whole batch: a request that cannot reach the server waits
         # for it (or for the batch's verdict that it is gone) instead of spending its retries.
         self.watch = watch
+        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        # Connections for every request in flight, kept alive, so none waits for one. httpcore's
+        # pool scans all its connections on each request and each response (O(pool) per request,
+        # quadratic per wave at 256), so they are split into pools of _LANE; a request borrows a
+        # lane (a pool with a free connection) for its duration.
+        size = max(1, settings.concurrency)
+        limits = httpx.Limits(max_connections=_LANE, max_keepalive_connections=_LANE)
+        self._pools = [
+            httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+            for _ in range(-(-size // _LANE))
+        ]
+        self._lanes = collections.deque(pool for pool in self._pools for _ in range(_LANE))
+        self._completions_url = f"{settings.base_url.rstrip('/')}/chat/completions"
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key,
@@ -161,6 +260,8 @@ class CapRLClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
         await self._openai.close()
 
     # -- retry loop -----------------------------------------------------------------------
@@ -178,25 +279,25 @@ class CapRLClient:
                 await watch.ready()  # raises once the batch has given the server up
             try:
                 return await call(), attempt
-            except openai.APIStatusError as exc:
+            except StatusError as exc:
                 status = exc.status_code
                 if status != 429 and status < 500:
                     raise self._rejected(exc) from exc
                 if status in _GATEWAY and watch is not None and await watch.lost(exc):
                     attempt -= 1  # the server was down and is back: not this request's fault
                     continue
-                retry_after = _retry_after(exc)
+                retry_after = _retry_after(exc.headers)
                 if attempt > s.max_retries:
                     msg = (
                         f"The server at {s.base_url} answered HTTP {status} "
-                        f"({_server_message(exc)}) {attempt} times. It is overloaded or failing: "
-                        "lower concurrency=, check the server's log, and run again (finished "
-                        "rows are kept)."
+                        f"({_server_message(exc.body, status)}) {attempt} times. It is overloaded "
+                        "or failing: lower concurrency=, check the server's log, and run again "
+                        "(finished rows are kept)."
                     )
                     raise ServerBusyError(msg, status) from exc
                 delay = retry_delay(attempt, retry_after, s.max_backoff)
                 error: BaseException = exc
-            except openai.APITimeoutError as exc:
+            except httpx.TimeoutException as exc:
                 if attempt > s.max_retries:
                     msg = (
                         f"The server at {s.base_url} did not answer within {s.read_timeout:g} s, "
@@ -205,21 +306,21 @@ class CapRLClient:
                     raise ServerTimeoutError(msg) from exc
                 delay = retry_delay(attempt, None, s.max_backoff)
                 error = exc
-            except openai.APIConnectionError as exc:
+            except httpx.TransportError as exc:
                 if watch is not None and await watch.lost(exc):
                     attempt -= 1
                     continue
                 if attempt > s.max_retries:
-                    raise _unavailable(s, exc.__cause__ or exc) from exc
+                    raise _unavailable(s, exc) from exc
                 delay = retry_delay(attempt, None, s.max_backoff)
                 error = exc
             if on_retry is not None:
                 on_retry(attempt, error, delay)
             await asyncio.sleep(delay)
 
-    def _rejected(self, exc: openai.APIStatusError) -> ServerError:
+    def _rejected(self, exc: StatusError) -> ServerError:
         status = exc.status_code
-        detail = _server_message(exc)
+        detail = _server_message(exc.body, status)
         hints = {
             400: "The server refused the request as sent",
             401: "The server wants an API key: set CAPRL_API_KEY or pass api_key=",
@@ -269,34 +370,65 @@ class CapRLClient:
                 kwargs[key] = value
             else:
                 extra[key] = value
+        fields: dict[str, Any] = {
+            "model": model, "messages": messages, "temperature": temperature, "top_p": top_p,
+            "max_tokens": max_tokens, **kwargs, **extra,
+        }
+        body = request_body(fields)
+        del fields
         started = time.perf_counter()
 
         async def call() -> Any:
-            return await self._openai.chat.completions.create(
-                model=model,
-                messages=messages,  # type: ignore[arg-type]  # plain dicts are what the API takes
-                temperature=temperature,
-                top_p=top_p,
-                max_tokens=max_tokens,
-                extra_body=extra,
-                **kwargs,
-            )
+            return await self._post(body)
 
         response, attempts = await self._with_retries(call, on_retry)
         latency = time.perf_counter() - started
-        if not response.choices:
+        return self._completion(response, latency, attempts)
+
+    async def _post(self, body: bytes) -> Any:
+        """POST one chat completion; its JSON answer, or StatusError for 4xx/5xx."""
+        lanes = self._lanes
+        borrowed = bool(lanes)
+        pool = lanes.popleft() if borrowed else self._pools[0]  # more callers than lanes: pool 0 queues
+        try:
+            response = await pool.post(self._completions_url, content=body)
+        finally:
+            if borrowed:
+                lanes.append(pool)
+        raw = response.content
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode("utf-8", "replace")
+        if response.status_code >= 400:
+            raise StatusError(response.status_code, parsed, response.headers)
+        return parsed
+
+    def _completion(self, response: Any, latency: float, attempts: int) -> Completion:
+        choices = response.get("choices") if isinstance(response, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             msg = f"The server at {self.settings.base_url} returned no choices; check its log."
             raise ServerBusyError(msg)
-        choice = response.choices[0]
-        usage = response.usage
+        choice = choices[0]
+        message = choice.get("message") or {}
+        usage = response.get("usage") or {}
         return Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            text=message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
             latency_s=latency,
             attempts=attempts,
         )
+
+    async def metrics(self) -> str | None:
+        """The server's Prometheus ``/metrics`` text (vLLM's), or None when it has none."""
+        limit = min(self.settings.read_timeout, INFO_TIMEOUT)
+        try:
+            response = await self._pools[0].get(f"{self.settings.server_root}/metrics", timeout=limit)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
 
     async def server_info(self, model: str | None = None) -> ServerInfo:
         """Ask ``/v1/models`` and ``/version``; pick ``model`` or the single model listed."""
@@ -360,7 +492,7 @@ async def fetch_server_info(
                 raise RequestRejectedError(msg, exc.status_code) from exc
             msg = (
                 f"The server at {settings.base_url} answered HTTP {exc.status_code} to /v1/models "
-                f"({_server_message(exc)}). Is base_url the OpenAI-compatible root (ending in /v1)?"
+                f"({_openai_message(exc)}). Is base_url the OpenAI-compatible root (ending in /v1)?"
             )
             raise ServerUnavailableError(msg) from exc
         except openai.APIConnectionError as exc:

@@ -190,3 +190,24 @@ def test_is_healthy_polls_the_servers_health(sim: VLLMSimulator) -> None:
 
     assert is_healthy(resolve_settings(base_url=sim.base_url).server_root)
     assert not is_healthy(f"http://127.0.0.1:{free_port()}", timeout=1.0)  # nothing listens
+
+
+def test_request_body_splices_image_urls_as_bytes_and_stays_valid_json() -> None:
+    import base64
+    import os
+
+    from caprl_nb.client import request_body
+
+    big = "data:image/jpeg;base64," + base64.b64encode(os.urandom(30_000)).decode()
+    odd = 'data:image/png;base64,"quoted\\' + "A" * 2000  # must be escaped, never spliced raw
+    fields = {
+        "model": "caprl", "max_tokens": 16, "temperature": 1.0,
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": big}},
+            {"type": "image_url", "image_url": {"url": odd}},
+            {"type": "text", "text": "Please describe this image in detail. é"}]}],
+    }
+    body = request_body(fields)
+    assert json.loads(body) == fields
+    assert big.encode() in body  # the payload went in as it was, not through the JSON encoder
+    assert fields["messages"][0]["content"][0]["image_url"]["url"] == big  # the caller's dicts untouched
