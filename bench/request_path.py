@@ -167,7 +167,7 @@ def main() -> None:
         print(f"{args.images} JPEGs 800x600, {size:.0f} KB on average; simulator C={args.capacity}, "
               f"L={args.latency:g} s (C/L = {bound:g} img/s) in process {sim.proc.pid}; "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-        rows = []
+        rows: list[dict[str, Any]] = []
         try:
             for rep in range(args.repeat):
                 for name in chosen:
