@@ -298,6 +298,19 @@ class BatchRunner:
             raise CheckpointChangedError(msg)
 
     # -- one row --------------------------------------------------------------------------
+    def _known_url(self, url: str) -> images.UrlMemo | None:
+        """The remembered validators of ``url``, only when the answer to its remembered content
+        is stored: a 304 then answers the row without downloading it. With no stored answer the
+        body must be sent anyway, so the download is a plain one (no conditional request)."""
+        assert self.store is not None and self.plan is not None
+        try:
+            memo = self.store.url_memo(url)
+            if memo is None or self._lookup(self.plan.key(memo.sha256), memo.sha256) is None:
+                return None
+        except StoreError:
+            return None  # a memo only saves a download; the row's own lookup reports the store
+        return memo
+
     def _lookup(self, key: str, sha256: str) -> StoredResult | None:
         """A stored answer to this request, if one is usable (failures are never answers)."""
         assert self.store is not None and self.plan is not None
@@ -386,15 +399,22 @@ class BatchRunner:
         plan = self.plan
         assert plan is not None
         known = None
+        known_url = None
         if store is not None:
             known = store.file_hash
+            known_url = self._known_url
         try:
             source = await loop.run_in_executor(
-                pool, lambda: images.identify(value, known_hash=known, url_timeout=self.settings.url_timeout)
+                pool, lambda: images.identify(
+                    value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout
+                ),
             )
             if store is not None and source.hashed_now:
                 assert source.stat is not None
                 self._memo(store.remember_file_hash, source.stat, source.sha256)
+            url_memo = source.url_memo
+            if store is not None and url_memo is not None and isinstance(value, str):
+                self._memo(store.remember_url, value.strip(), url_memo)
             key = plan.key(source.sha256)
             if store is not None:
                 hit = self._lookup(key, source.sha256)
