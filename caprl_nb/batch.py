@@ -392,7 +392,11 @@ class BatchRunner:
         done = set(positions)
         return (positions, answers), [row for row in chunk if row[0] not in done]
 
-    async def _row(self, value: object, client: CapRLClient, pool: ThreadPoolExecutor) -> RowResult:
+    async def _row(
+        self, value: object, client: CapRLClient, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
+    ) -> RowResult:
+        """One row's result. A URL is identified (downloaded) in ``downloads`` when given: its
+        thread only waits on the download, so it must not hold one of ``pool``'s image threads."""
         loop = asyncio.get_running_loop()
         description = images.describe(value)
         store = self.store
@@ -405,7 +409,7 @@ class BatchRunner:
             known_url = self._known_url
         try:
             source = await loop.run_in_executor(
-                pool, lambda: images.identify(
+                downloads if downloads is not None and _is_url(value) else pool, lambda: images.identify(
                     value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout
                 ),
             )
@@ -523,7 +527,7 @@ class BatchRunner:
             for position, value in positions:
                 pending[position] = value
                 try:
-                    result = await self._row(value, client, pool)
+                    result = await self._row(value, client, pool, downloads)
                 except ServerUnavailableError as exc:
                     if exc is not self.watch.dead:
                         raise
@@ -550,7 +554,8 @@ class BatchRunner:
             self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
                                      on_change=self._say)
             client.watch = self.watch
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
+            with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool,
+                  ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-download") as downloads):
                 tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
                 try:
                     await asyncio.gather(*tasks)
@@ -686,3 +691,8 @@ def _update(bar: Any, runner: BatchRunner) -> None:
         bar.set_postfix(
             errors=runner.failed, cached=runner.cached, retries=runner.retries, refresh=False
         )
+
+
+def _is_url(value: object) -> bool:
+    """Whether :func:`caprl_nb.images.identify` downloads ``value`` (an http(s) URL)."""
+    return isinstance(value, str) and value.lstrip()[:8].lower().startswith(("http://", "https://"))

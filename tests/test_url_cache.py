@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,8 @@ class Origin(BaseHTTPRequestHandler):
     not_modified: ClassVar[Counter[str]] = Counter()  # route -> 304 answers
     conditional: ClassVar[Counter[str]] = Counter()  # route -> requests that carried a validator
     lock = threading.Lock()
+    in_flight = 0
+    most_in_flight = 0
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -50,6 +53,16 @@ class Origin(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         route = self.path.split("?", 1)[0]
         kind, _, name = route.strip("/").partition("/")
+        if kind == "slow":  # /slow/NAME: bodies["a.png"] after 0.4 s, counting requests in flight
+            cls = type(self)
+            with self.lock:
+                cls.in_flight += 1
+                cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
+            time.sleep(0.4)
+            with self.lock:
+                cls.in_flight -= 1
+            self._answer(200, self.bodies["a.png"], {"Content-Type": "image/png"})
+            return
         body = self.bodies.get(name)
         if body is None or kind not in ("etag", "lm", "plain"):
             self._answer(404, b"no", {})
@@ -89,6 +102,7 @@ def origin() -> Iterator[str]:
     Origin.etags = {"a.png": '"a1"', "b.png": '"b1"'}
     for counter in (Origin.sent, Origin.not_modified, Origin.conditional):
         counter.clear()
+    Origin.in_flight = Origin.most_in_flight = 0
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -185,3 +199,11 @@ def test_a_304_source_downloads_its_body_only_when_read_and_checks_it(origin: st
     Origin.bodies["a.png"] = _png(99)  # changed between the 304 and the read
     with pytest.raises(ImageError, match="changed after the server said it had not"):
         late.read()
+
+
+def test_downloads_are_not_limited_by_the_image_threads(origin: str, sim: VLLMSimulator) -> None:
+    urls = [f"{origin}/slow/{i}.png" for i in range(12)]
+    frame = pd.DataFrame({"img": urls})
+    out = frame.caprl.caption("img", details=True, base_url=sim.base_url, progress=False, concurrency=12)
+    assert out["error"].isna().all(), out["error"].tolist()
+    assert Origin.most_in_flight > 8  # the image pool has at most 8 threads; each row downloads at once
