@@ -4,7 +4,8 @@ The batch runs on its own event loop in a worker thread, so it works the same fr
 and from inside Jupyter's running loop. Rows stream through ``concurrency`` workers pulling
 from one iterator: at most ``concurrency`` requests in flight and as many prepared payloads
 in memory, however many rows there are. Image decoding and resizing run in a thread pool, in
-parallel with the requests in flight. Every finished row is written to the store at once,
+parallel with the requests in flight; URL downloads run in a pool of their own (one thread per
+worker), so they are not limited by the image threads. Every finished row is written to the store at once,
 so Ctrl-C (or a kernel interrupt) keeps everything finished and a re-run resumes.
 
 A row never raises: its record carries the text or the error that names the cause and the
