@@ -4,7 +4,8 @@ The batch runs on its own event loop in a worker thread, so it works the same fr
 and from inside Jupyter's running loop. Rows stream through ``concurrency`` workers pulling
 from one iterator: at most ``concurrency`` requests in flight and as many prepared payloads
 in memory, however many rows there are. Image decoding and resizing run in a thread pool, in
-parallel with the requests in flight. Every finished row is written to the store at once,
+parallel with the requests in flight; URL downloads run in a pool of their own (one thread per
+worker), so they are not limited by the image threads. Every finished row is written to the store at once,
 so Ctrl-C (or a kernel interrupt) keeps everything finished and a re-run resumes.
 
 A row never raises: its record carries the text or the error that names the cause and the
@@ -300,6 +301,19 @@ class BatchRunner:
             raise CheckpointChangedError(msg)
 
     # -- one row --------------------------------------------------------------------------
+    def _known_url(self, url: str) -> images.UrlMemo | None:
+        """The remembered validators of ``url``, only when the answer to its remembered content
+        is stored: a 304 then answers the row without downloading it. With no stored answer the
+        body must be sent anyway, so the download is a plain one (no conditional request)."""
+        assert self.store is not None and self.plan is not None
+        try:
+            memo = self.store.url_memo(url)
+            if memo is None or self._lookup(self.plan.key(memo.sha256), memo.sha256) is None:
+                return None
+        except StoreError:
+            return None  # a memo only saves a download; the row's own lookup reports the store
+        return memo
+
     def _lookup(self, key: str, sha256: str) -> StoredResult | None:
         """A stored answer to this request, if one is usable (failures are never answers)."""
         assert self.store is not None and self.plan is not None
@@ -381,22 +395,33 @@ class BatchRunner:
         done = set(positions)
         return (positions, answers), [row for row in chunk if row[0] not in done]
 
-    async def _row(self, value: object, client: CapRLClient, pool: ThreadPoolExecutor) -> RowResult:
+    async def _row(
+        self, value: object, client: CapRLClient, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
+    ) -> RowResult:
+        """One row's result. A URL is identified (downloaded) in ``downloads`` when given: its
+        thread only waits on the download, so it must not hold one of ``pool``'s image threads."""
         loop = asyncio.get_running_loop()
         description = images.describe(value)
         store = self.store
         plan = self.plan
         assert plan is not None
         known = None
+        known_url = None
         if store is not None:
             known = store.file_hash
+            known_url = self._known_url
         try:
             source = await loop.run_in_executor(
-                pool, lambda: images.identify(value, known_hash=known, url_timeout=self.settings.url_timeout)
+                downloads if downloads is not None and _is_url(value) else pool, lambda: images.identify(
+                    value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout
+                ),
             )
             if store is not None and source.hashed_now:
                 assert source.stat is not None
                 self._memo(store.remember_file_hash, source.stat, source.sha256)
+            url_memo = source.url_memo
+            if store is not None and url_memo is not None and isinstance(value, str):
+                self._memo(store.remember_url, value.strip(), url_memo)
             key = plan.key(source.sha256)
             if store is not None:
                 hit = self._lookup(key, source.sha256)
@@ -510,7 +535,7 @@ class BatchRunner:
             for position, value in positions:
                 pending[position] = value
                 try:
-                    result = await self._row(value, client, pool)
+                    result = await self._row(value, client, pool, downloads)
                 except ServerUnavailableError as exc:
                     if exc is not self.watch.dead:
                         raise
@@ -538,7 +563,8 @@ class BatchRunner:
                                      on_change=self._say)
             client.watch = self.watch
             self.pacer = Pacer(workers, client.metrics)
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool:
+            with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool,
+                  ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-download") as downloads):
                 tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
                 pacing = asyncio.ensure_future(self.pacer.run())
                 try:
@@ -676,3 +702,8 @@ def _update(bar: Any, runner: BatchRunner) -> None:
         bar.set_postfix(
             errors=runner.failed, cached=runner.cached, retries=runner.retries, refresh=False
         )
+
+
+def _is_url(value: object) -> bool:
+    """Whether :func:`caprl_nb.images.identify` downloads ``value`` (an http(s) URL)."""
+    return isinstance(value, str) and value.lstrip()[:8].lower().startswith(("http://", "https://"))

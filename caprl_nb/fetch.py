@@ -4,7 +4,9 @@
 one event loop per process, so the deadline covers everything (connect, redirects, headers,
 body) and is enforced by cancelling the request: a server that trickles one byte a second, in
 its headers or its body, fails when ``timeout`` runs out, not after one read timeout per byte.
-Connections are pooled across calls.
+Connections are pooled across calls. Given a remembered ETag or Last-Modified, :func:`fetch`
+asks the server whether the content changed (If-None-Match / If-Modified-Since); an answer of
+304 Not Modified comes back as ``Fetched.not_modified``, with no body.
 
 :func:`public_url` is what a URL may look like anywhere it is stored or shown (the store's
 ``input``, error messages, progress): no user:password, no query string (presigned S3/GCS/Azure
@@ -34,8 +36,11 @@ MAX_REDIRECTS = 10
 class Fetched:
     """A downloaded body and what the server said it is."""
 
-    data: bytes
+    data: bytes  # empty when not_modified
     content_type: str | None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False  # a 304 to a conditional request: the remembered content is current
 
 
 def public_url(url: str) -> str:
@@ -78,8 +83,13 @@ def _loop() -> tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]:
         return _LOOPS[pid]
 
 
-def fetch(url: str, *, max_bytes: int, timeout: float) -> Fetched:
+def fetch(
+    url: str, *, max_bytes: int, timeout: float, etag: str | None = None, last_modified: str | None = None
+) -> Fetched:
     """Download ``url`` within ``timeout`` seconds in all and at most ``max_bytes`` bytes.
+
+    With ``etag`` or ``last_modified`` (what the server sent with the content last time) the
+    request is conditional, and a 304 answer returns ``Fetched(b"", ..., not_modified=True)``.
 
     Raises :class:`ImageNotFoundError` (HTTP errors, no answer, too slow, redirect loops),
     :class:`ImageTooLargeError` (over ``max_bytes``, declared or streamed) and
@@ -87,9 +97,8 @@ def fetch(url: str, *, max_bytes: int, timeout: float) -> Fetched:
     """
     loop, client = _loop()
     progress = _Progress()
-    future = asyncio.run_coroutine_threadsafe(
-        asyncio.wait_for(_download(client, url, max_bytes, timeout, progress), timeout), loop
-    )
+    download = _download(client, url, max_bytes, timeout, progress, _conditions(etag, last_modified))
+    future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(download, timeout), loop)
     desc = f"URL {public_url(url)}"
     try:
         return future.result(timeout + 5)  # wait_for ends it at `timeout`; this guards the guard
@@ -103,6 +112,15 @@ def fetch(url: str, *, max_bytes: int, timeout: float) -> Fetched:
         raise ImageNotFoundError(msg) from exc
 
 
+def _conditions(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
 @dataclass
 class _Progress:
     answered: bool = False
@@ -110,13 +128,17 @@ class _Progress:
 
 
 async def _download(
-    client: httpx.AsyncClient, url: str, max_bytes: int, timeout: float, progress: _Progress
+    client: httpx.AsyncClient, url: str, max_bytes: int, timeout: float, progress: _Progress,
+    conditions: dict[str, str],
 ) -> Fetched:
     desc = f"URL {public_url(url)}"
     buf = bytearray()
     try:
-        async with client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+        async with client.stream("GET", url, headers=conditions, timeout=httpx.Timeout(timeout)) as resp:
             progress.answered = True
+            if resp.status_code == 304 and conditions:
+                return Fetched(b"", None, etag=resp.headers.get("etag"),
+                               last_modified=resp.headers.get("last-modified"), not_modified=True)
             if resp.status_code >= 400:
                 raise ImageNotFoundError(_status_message(desc, resp.status_code, resp.reason_phrase))
             declared = resp.headers.get("content-length", "")
@@ -127,6 +149,7 @@ async def _download(
                 progress.received = len(buf)
                 check_cap(len(buf), max_bytes, f"{desc} (so far)")
             content_type = resp.headers.get("content-type")
+            etag, last_modified = resp.headers.get("etag"), resp.headers.get("last-modified")
     except httpx.TooManyRedirects as exc:
         msg = (f"{desc} redirected more than {MAX_REDIRECTS} times (a redirect loop?). "
                "Open it in a browser to find the image's real address.")
@@ -142,7 +165,7 @@ async def _download(
     if not buf:
         msg = f"{desc} answered with an empty body; there is no image to read."
         raise ImageDecodeError(msg)
-    return Fetched(bytes(buf), content_type)
+    return Fetched(bytes(buf), content_type, etag=etag, last_modified=last_modified)
 
 
 def check_cap(n: int, max_bytes: int, desc: str) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,7 +50,7 @@ from caprl_nb.models import ImageFit, ModelPreset
 from caprl_nb.pixels import array_to_image, flatten
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload",
+    "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload", "UrlMemo",
     "describe", "identify", "is_image_path", "prepare", "stat_files",
 ]
 
@@ -93,6 +93,14 @@ class FileStat:
         return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
+class UrlMemo(NamedTuple):
+    """What a URL's server said about its content when it was last downloaded, and its hash."""
+
+    etag: str | None
+    last_modified: str | None
+    sha256: str
+
+
 @dataclass
 class ImageSource:
     """One identified input: what to call it, its content hash, and how to get its content."""
@@ -104,11 +112,22 @@ class ImageSource:
     _image: Image.Image | None = field(default=None, kw_only=True, repr=False, compare=False)
     _max_bytes: int = field(default=DEFAULT_MAX_BYTES, kw_only=True, repr=False, compare=False)
     _content_type: str | None = field(default=None, kw_only=True, repr=False, compare=False)
+    _url: str | None = field(default=None, kw_only=True, repr=False, compare=False)  # may hold secrets
+    _url_timeout: float = field(default=60.0, kw_only=True, repr=False, compare=False)
+    _validators: tuple[str | None, str | None] = field(default=(None, None), kw_only=True, repr=False, compare=False)
 
     @property
     def hashed_now(self) -> bool:
         """Whether the file's bytes were read and hashed now (not taken from ``known_hash``)."""
         return self.stat is not None and self._data is not None
+
+    @property
+    def url_memo(self) -> UrlMemo | None:
+        """For a URL downloaded now whose server sent an ETag or Last-Modified: what to remember
+        so that the next download of it can be a conditional request (see ``known_url``)."""
+        if self._url is None or self._data is None or self._validators == (None, None):
+            return None
+        return UrlMemo(*self._validators, self.sha256)
 
     def read(self) -> bytes | Image.Image:
         """The original encoded bytes, or the decoded image for PIL/ndarray inputs.
@@ -120,6 +139,13 @@ class ImageSource:
             return self._image
         if self._data is not None:
             return self._data
+        if self._url is not None:  # the server said "not modified": download it now, unconditionally
+            fetched = fetch(self._url, max_bytes=self._max_bytes, timeout=self._url_timeout)
+            if hashlib.sha256(fetched.data).hexdigest() != self.sha256:
+                msg = (f"{self.description} changed after the server said it had not. "
+                       "Run the call again to caption what it serves now.")
+                raise ImageError(msg)
+            return fetched.data
         if self.stat is None:
             msg = f"{self.description} holds no content; build sources with caprl_nb.images.identify()."
             raise ImageError(msg)
@@ -169,6 +195,7 @@ def identify(
     value: object,
     *,
     known_hash: Callable[[FileStat], str | None] | None = None,
+    known_url: Callable[[str], UrlMemo | None] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     url_timeout: float = 60.0,
 ) -> ImageSource:
@@ -180,7 +207,10 @@ def identify(
     :func:`caprl_nb.extract.expand_pdfs` (rendered now). For files, ``known_hash(stat)`` is
     asked first; when it returns a hash the file is not read until :meth:`ImageSource.read`.
     Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds a URL's
-    whole download (connect, redirects, headers and body together).
+    whole download (connect, redirects, headers and body together). For ``http(s)`` URLs,
+    ``known_url(url)`` is asked first; when it returns a memo the download is conditional, and
+    if the server answers 304 Not Modified the source takes the memo's hash and its body is
+    downloaded only if :meth:`ImageSource.read` is called.
     Every failure is an :class:`ImageError` whose message names the input and what to do.
     """
     if is_missing(value):
@@ -218,7 +248,7 @@ def identify(
             if low.startswith("data:"):
                 return _identify_data_url(stripped, max_bytes)
             if low.startswith(("http://", "https://")):
-                return _identify_url(stripped, max_bytes, url_timeout)
+                return _identify_url(stripped, max_bytes, url_timeout, known_url)
             if _SCHEME.match(stripped):
                 msg = (f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. "
                        "Download it first and pass the local file.")
@@ -390,9 +420,17 @@ def _identify_data_url(text: str, max_bytes: int) -> ImageSource:
     return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data)
 
 
-def _identify_url(url: str, max_bytes: int, timeout: float) -> ImageSource:
-    fetched = fetch(url, max_bytes=max_bytes, timeout=timeout)
+def _identify_url(
+    url: str, max_bytes: int, timeout: float, known_url: Callable[[str], UrlMemo | None] | None = None
+) -> ImageSource:
+    memo = known_url(url) if known_url is not None else None
+    if memo is not None and not (memo.etag or memo.last_modified):
+        memo = None
+    etag, last_modified = (memo.etag, memo.last_modified) if memo is not None else (None, None)
+    fetched = fetch(url, max_bytes=max_bytes, timeout=timeout, etag=etag, last_modified=last_modified)
     desc = f"URL {_short(public_url(url))}"
+    if fetched.not_modified and memo is not None:
+        return ImageSource(desc, memo.sha256, None, _max_bytes=max_bytes, _url=url, _url_timeout=timeout)
     data, content_type = fetched.data, fetched.content_type
     kind = (content_type or "").split(";")[0].strip().lower()
     if (kind.startswith("text/") or kind.endswith(("html", "json", "xml"))) and sniff(data) not in IMAGE_KINDS:
@@ -402,7 +440,10 @@ def _identify_url(url: str, max_bytes: int, timeout: float) -> ImageSource:
         msg += "probably a web page about the image rather than the image itself. "
         msg += "Use the image's own address (in a browser: right-click the image, Copy Image Address)."
         raise ImageDecodeError(msg)
-    return ImageSource(desc, hashlib.sha256(data).hexdigest(), None, _data=data, _content_type=content_type)
+    return ImageSource(
+        desc, hashlib.sha256(data).hexdigest(), None, _data=data, _content_type=content_type,
+        _url=url, _url_timeout=timeout, _validators=(fetched.etag, fetched.last_modified),
+    )
 
 
 def _pixel_hash(img: Image.Image) -> str:

@@ -162,6 +162,24 @@ def m007_url_inputs_without_secrets(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA secure_delete = {int(secure)}")
 
 
+@migration
+def m008_url_hashes(db: sqlite3.Connection) -> None:
+    # sha256(full URL) -> what its server said (ETag, Last-Modified) and the content's sha256, so
+    # a re-run asks "changed?" and downloads nothing on 304. Keyed by a hash: the URL and its
+    # query string (a presigned token) are never stored.
+    db.execute(
+        """
+        CREATE TABLE url_hashes (
+            key TEXT PRIMARY KEY,
+            etag TEXT,
+            last_modified TEXT,
+            sha256 TEXT NOT NULL,
+            seen_at REAL
+        )
+        """
+    )
+
+
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return found.fetchone() is not None

@@ -33,6 +33,7 @@ status probes, a CLI run):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -47,7 +48,7 @@ from typing import Any, NamedTuple, TypeVar
 from caprl_nb import migrations
 from caprl_nb.client import ServerInfo
 from caprl_nb.errors import StoreError, warn
-from caprl_nb.images import FileStat
+from caprl_nb.images import FileStat, UrlMemo
 from caprl_nb.migrations import MIGRATIONS
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "StoredResult",
     "filesystem_type",
     "is_network_filesystem",
+    "url_key",
 ]
 
 _T = TypeVar("_T")
@@ -215,6 +217,12 @@ _HIT_FIELDS = (
     "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at, "
     "base_url, server_version"
 )
+
+
+def url_key(url: str) -> str:
+    """The ``url_hashes`` key of a URL: the sha256 of the whole URL, query string included (two
+    presigned links to one object may serve different content); never the URL itself."""
+    return hashlib.sha256(url.strip().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -495,6 +503,19 @@ class ResultStore:
             (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha256),
         )
         return True
+
+    # -- URL memo -------------------------------------------------------------------------
+    def url_memo(self, url: str) -> UrlMemo | None:
+        """What ``url``'s server last said about its content (ETag, Last-Modified) and its sha256."""
+        rows = self.read("SELECT etag, last_modified, sha256 FROM url_hashes WHERE key = ?", (url_key(url),))
+        return UrlMemo(*rows[0]) if rows else None
+
+    def remember_url(self, url: str, memo: UrlMemo, *, now: float | None = None) -> None:
+        """Remember ``memo`` for ``url``, keyed by :func:`url_key` (the URL itself is not stored)."""
+        self.write(
+            "INSERT OR REPLACE INTO url_hashes VALUES (?, ?, ?, ?, ?)",
+            (url_key(url), memo.etag, memo.last_modified, memo.sha256, time.time() if now is None else now),
+        )
 
     # -- servers --------------------------------------------------------------------------
     def remember_server(self, info: ServerInfo) -> None:
