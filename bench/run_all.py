@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,10 @@ class Outcome:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def unmet(needs: str | None) -> str | None:
-    """Why a requirement is not met, or None."""
+def unmet(needs: str | None, env: Mapping[str, str]) -> str | None:
+    """Why a requirement is not met in the scripts' environment ``env``, or None."""
     if needs == "engine":
-        python = os.environ.get("CAPRL_VLLM_PYTHON")
+        python = env.get("CAPRL_VLLM_PYTHON")
         if not python or not Path(python).exists():
             return "needs a vLLM engine: set CAPRL_VLLM_PYTHON (see `caprl-nb install-engine`)"
     if needs == "chromium" and not (Path("/usr/bin/chromium").exists() or shutil.which("chromium")):
@@ -163,7 +164,7 @@ def run_one(bench: Bench, profile: str, env: dict[str, str], timeout: float) -> 
     if not script.exists():
         outcome.skipped = f"bench/{bench.script} is not in this checkout"
         return outcome
-    reason = unmet(bench.needs)
+    reason = unmet(bench.needs, env)
     if reason:
         outcome.skipped = reason
         return outcome
