@@ -100,19 +100,25 @@ def test_a_growing_queue_lowers_the_limit_and_waiters_go_when_it_rises() -> None
         pacer._set(pacer.decide(running=8, waiting=60))  # flooded: back to running + a short queue
         seen.append(pacer.limit)
         started = 0
+        release = asyncio.Event()  # every request holds its slot until the checks are done
 
         async def request() -> None:
             nonlocal started
             async with pacer.slot():
                 started += 1
-                await asyncio.sleep(0.05)
+                await release.wait()
+
+        async def settle() -> None:  # let every task that can run, run: no wall clock involved
+            for _ in range(20):
+                await asyncio.sleep(0)
 
         tasks = [asyncio.ensure_future(request()) for _ in range(20)]
-        await asyncio.sleep(0.01)
+        await settle()
         seen.append(started)
         pacer._set(20)  # the limit rises: the waiting requests go at once
-        await asyncio.sleep(0.01)
+        await settle()
         seen.append(started)
+        release.set()
         await asyncio.gather(*tasks)
         return seen
 
