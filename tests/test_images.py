@@ -13,10 +13,9 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,6 +40,8 @@ from caprl_nb.images import (
     stat_files,
 )
 from caprl_nb.models import PRESETS
+
+from tests.support.loopback import serving
 
 QWEN = PRESETS["qwen2.5-vl"]
 QWEN3 = PRESETS["qwen3-vl"]
@@ -682,24 +683,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("http")
     Routes.png = save(gradient(120, 80), folder / "img.png", "PNG")
     Routes.release.clear()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Routes)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    deadline = time.monotonic() + 10
-    while True:  # poll until it answers
-        try:
-            if httpx.get(f"{base}/img.png", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-    yield base
-    Routes.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serving(Routes, ready_path="/img.png") as base:
+        yield base
+        Routes.release.set()  # free any request still held, so the server can shut down
 
 
 def test_url_image_is_fetched_and_passes_through(server: str) -> None:

@@ -16,10 +16,9 @@ import time
 import warnings
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,6 +35,7 @@ from caprl_nb.errors import (
 from caprl_nb.images import describe, identify, prepare
 from caprl_nb.models import PRESETS
 
+from tests.support.loopback import serving
 from tests.support.vllm_sim import VLLMSimulator
 
 QWEN = PRESETS["qwen2.5-vl"]
@@ -325,24 +325,9 @@ class Hostile(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     Hostile.png = encoded(photo(), "PNG")
     Hostile.stop.clear()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if httpx.get(f"{base}/img.png", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-    yield base
-    Hostile.stop.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serving(Hostile, ready_path="/img.png") as base:
+        yield base
+        Hostile.stop.set()  # end any trickle still going, so the server can shut down
 
 
 def test_url_404_names_the_status_without_the_query(server: str) -> None:

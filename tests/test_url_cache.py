@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,6 +22,7 @@ from caprl_nb.errors import ImageError
 from caprl_nb.images import UrlMemo, identify
 from caprl_nb.store import ResultStore, url_key
 
+from tests.support.loopback import serving
 from tests.support.vllm_sim import VLLMSimulator
 
 SECRET = "X-Amz-Signature=SECRETSECRET"
@@ -103,14 +104,8 @@ def origin() -> Iterator[str]:
     for counter in (Origin.sent, Origin.not_modified, Origin.conditional):
         counter.clear()
     Origin.in_flight = Origin.most_in_flight = 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serving(Origin) as base:
+        yield base
 
 
 def _caption(urls: list[str], sim: VLLMSimulator) -> pd.DataFrame:
