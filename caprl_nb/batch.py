@@ -412,7 +412,7 @@ class BatchRunner:
             known_url = self._known_url
         try:
             source = await loop.run_in_executor(
-                downloads if downloads is not None and _is_url(value) else pool, lambda: images.identify(
+                downloads if downloads is not None and images.is_url(value) else pool, lambda: images.identify(
                     value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout
                 ),
             )
@@ -702,8 +702,3 @@ def _update(bar: Any, runner: BatchRunner) -> None:
         bar.set_postfix(
             errors=runner.failed, cached=runner.cached, retries=runner.retries, refresh=False
         )
-
-
-def _is_url(value: object) -> bool:
-    """Whether :func:`caprl_nb.images.identify` downloads ``value`` (an http(s) URL)."""
-    return isinstance(value, str) and value.lstrip()[:8].lower().startswith(("http://", "https://"))

@@ -51,7 +51,7 @@ from caprl_nb.pixels import array_to_image, flatten
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload", "UrlMemo",
-    "describe", "identify", "is_image_path", "prepare", "stat_files",
+    "describe", "identify", "is_image_path", "is_url", "prepare", "stat_files",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -186,6 +186,11 @@ def describe(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+def is_url(value: object) -> bool:
+    """Whether :func:`identify` downloads ``value``: a string that is an http(s) URL."""
+    return isinstance(value, str) and value.lstrip()[:8].lower().startswith(("http://", "https://"))
+
+
 def is_image_path(path: Path) -> bool:
     """Whether ``path`` has an image extension we read (jpg jpeg png webp gif bmp tif tiff)."""
     return Path(path).suffix.lower() in _IMAGE_SUFFIXES
@@ -247,7 +252,7 @@ def identify(
             low = stripped[:8].lower()
             if low.startswith("data:"):
                 return _identify_data_url(stripped, max_bytes)
-            if low.startswith(("http://", "https://")):
+            if is_url(stripped):
                 return _identify_url(stripped, max_bytes, url_timeout, known_url)
             if _SCHEME.match(stripped):
                 msg = (f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. "
