@@ -50,6 +50,7 @@ from caprl_nb.pacing import Pacer
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
 from caprl_nb.prompts import Task, nonempty
 from caprl_nb.store import ResultStore, StoredResult
+from caprl_nb.writeback import WriteBehind
 
 __all__ = ["BatchResults", "BatchRunner", "RowResult", "run_batch", "token_budget"]
 
@@ -237,6 +238,7 @@ class BatchRunner:
         self.watch: ServerWatch | None = None
         self.pacer: Pacer | None = None  # the in-flight limit, from the server's queue (see pacing)
         self._legacy_aliases: list[str] = []
+        self._writes: WriteBehind | None = None
         self._main: asyncio.Task[Any] | None = None
         self._cancelled = False
 
@@ -399,49 +401,26 @@ class BatchRunner:
         self, value: object, client: CapRLClient, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
     ) -> RowResult:
         """One row's result. A URL is identified (downloaded) in ``downloads`` when given: its
-        thread only waits on the download, so it must not hold one of ``pool``'s image threads."""
+        thread only waits on the download, so it must not hold one of ``pool``'s image threads.
+        Anything else is identified, looked up and prepared in one trip to ``pool``."""
         loop = asyncio.get_running_loop()
         description = images.describe(value)
-        store = self.store
         plan = self.plan
         assert plan is not None
-        known = None
-        known_url = None
-        if store is not None:
-            known = store.file_hash
-            known_url = self._known_url
         try:
-            source = await loop.run_in_executor(
-                downloads if downloads is not None and images.is_url(value) else pool, lambda: images.identify(
-                    value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout
-                ),
-            )
-            if store is not None and source.hashed_now:
-                assert source.stat is not None
-                self._memo(store.remember_file_hash, source.stat, source.sha256)
-            url_memo = source.url_memo
-            if store is not None and url_memo is not None and isinstance(value, str):
-                self._memo(store.remember_url, value.strip(), url_memo)
-            key = plan.key(source.sha256)
-            if store is not None:
-                hit = self._lookup(key, source.sha256)
-                if hit is not None:
-                    return RowResult(
-                        text=hit.text, cached=True, model=hit.model, checkpoint=plan.checkpoint,
-                        latency_s=hit.latency_s,
-                        prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
-                        finish_reason=hit.finish_reason, key=hit.key, base_url=hit.base_url,
-                        server_version=hit.server_version, created_at=hit.created_at,
-                    )
-            if self.settings.offline:
+            if downloads is not None and images.is_url(value):
+                source = await loop.run_in_executor(downloads, self._identify, value)
+                key, hit, payload = await loop.run_in_executor(pool, self._look_up_or_prepare, source)
+            else:
+                source, key, hit, payload = await loop.run_in_executor(pool, self._identify_and_prepare, value)
+            if hit is not None:
+                return RowResult.from_store(hit, plan.checkpoint)
+            if payload is None:  # offline: nothing is sent
                 msg = (
                     f"Not in the result store for {plan.checkpoint!r}, and offline=True sends "
                     "nothing to a server. Run again with the server up to caption it."
                 )
                 return RowResult.failed(NotStoredError(msg), description)
-            payload = await loop.run_in_executor(
-                pool, lambda: images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
-            )
             s = self.task.sampling
             async with self._slot():
                 completion = await client.complete(
@@ -472,25 +451,22 @@ class BatchRunner:
                 )
             info = plan.info
             created_at = None
-            if store is not None:
-                try:
-                    now = time.time()
-                    store.put(
-                        key=key, task=self.task.name, image_sha256=source.sha256,
-                        input=description, model=info.model, model_root=info.root,
-                        checkpoint=plan.checkpoint, base_url=info.base_url,
-                        server_version=info.version,
-                        params={**plan.request, "max_model_len": info.max_model_len},
-                        text=completion.text, finish_reason=completion.finish_reason,
-                        prompt_tokens=completion.prompt_tokens,
-                        completion_tokens=completion.completion_tokens,
-                        latency_s=completion.latency_s, sent_width=sent[0], sent_height=sent[1],
-                        created_at=now,
-                    )
-                    created_at = now
-                except StoreError as exc:
-                    # The answer is paid for: the row keeps it; only the next run's re-use is lost.
-                    self._note(f"Some answers could not be stored (a re-run asks again): {exc}")
+            if self._writes is not None:
+                # Written behind the batch, many rows per transaction (caprl_nb.writeback); a
+                # write that fails costs a note, never this row's answer.
+                created_at = time.time()
+                self._writes.put({
+                    "key": key, "task": self.task.name, "image_sha256": source.sha256,
+                    "input": description, "model": info.model, "model_root": info.root,
+                    "checkpoint": plan.checkpoint, "base_url": info.base_url,
+                    "server_version": info.version,
+                    "params": {**plan.request, "max_model_len": info.max_model_len},
+                    "text": completion.text, "finish_reason": completion.finish_reason,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "latency_s": completion.latency_s, "sent_width": sent[0], "sent_height": sent[1],
+                    "created_at": created_at,
+                })
             return RowResult(
                 text=completion.text, model=plan.info.model, checkpoint=plan.checkpoint,
                 latency_s=completion.latency_s,
@@ -505,6 +481,44 @@ class BatchRunner:
             if self.watch is not None and exc is self.watch.dead:
                 raise  # the batch's verdict on the server: the worker stops (see run)
             return RowResult.failed(exc, description)
+
+    # -- in the image threads: one row's input, until it is ready to send ---------------------
+    def _identify(self, value: object) -> images.ImageSource:
+        """The row's input read (a file hashed, a URL downloaded); memos queued for the store."""
+        store = self.store
+        known = known_url = None
+        if store is not None:
+            known, known_url = store.file_hash, self._known_url
+        source = images.identify(value, known_hash=known, known_url=known_url, url_timeout=self.settings.url_timeout)
+        writes = self._writes
+        if writes is not None:
+            if source.hashed_now:
+                assert source.stat is not None
+                writes.remember_file_hash(source.stat, source.sha256)
+            if source.url_memo is not None and isinstance(value, str):
+                writes.remember_url(value.strip(), source.url_memo)
+        return source
+
+    def _look_up_or_prepare(
+        self, source: images.ImageSource
+    ) -> tuple[str, StoredResult | None, images.Payload | None]:
+        """The row's key, and its stored answer or else the image to send (None offline)."""
+        plan = self.plan
+        assert plan is not None
+        key = plan.key(source.sha256)
+        if self.store is not None:
+            hit = self._lookup(key, source.sha256)
+            if hit is not None:
+                return key, hit, None
+        if self.settings.offline:
+            return key, None, None
+        return key, None, images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
+
+    def _identify_and_prepare(
+        self, value: object
+    ) -> tuple[images.ImageSource, str, StoredResult | None, images.Payload | None]:
+        source = self._identify(value)
+        return (source, *self._look_up_or_prepare(source))
 
     def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         """A place among the requests in flight (no limit beyond the workers' without a pacer)."""
@@ -548,35 +562,41 @@ class BatchRunner:
                 self.failed += result.error is not None
                 self.cached += result.cached
 
-        async with CapRLClient(self.settings) as client:
-            info = await self._connect(client)
-            self.plan, notes = plan_request(self.task, info, self.settings.preset)
-            for note in notes:
-                self._note(note)
-            if self.store is not None:
-                self._legacy_aliases = self.store.adopted_aliases(self.plan.checkpoint)
+        # Answers are written behind the batch; all of them before run() returns, however it ends.
+        self._writes = WriteBehind(self.store, self._note) if self.store is not None else None
+        try:
+            async with CapRLClient(self.settings) as client:
+                info = await self._connect(client)
+                self.plan, notes = plan_request(self.task, info, self.settings.preset)
+                for note in notes:
+                    self._note(note)
+                if self.store is not None:
+                    self._legacy_aliases = self.store.adopted_aliases(self.plan.checkpoint)
 
-            async def probe() -> None:
-                await self._probe(client)
+                async def probe() -> None:
+                    await self._probe(client)
 
-            self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
-                                     on_change=self._say)
-            client.watch = self.watch
-            self.pacer = Pacer(workers, client.metrics)
-            with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool,
-                  ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-download") as downloads):
-                tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
-                pacing = asyncio.ensure_future(self.pacer.run())
-                try:
-                    await asyncio.gather(*tasks)
-                finally:
-                    # Collect every worker, so none is left running or "never retrieved"
-                    # (no TaskGroup before Python 3.11).
-                    tasks.append(pacing)
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    self.watch.close()
+                self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
+                                         on_change=self._say)
+                client.watch = self.watch
+                self.pacer = Pacer(workers, client.metrics)
+                with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool,
+                      ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-download") as downloads):
+                    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+                    pacing = asyncio.ensure_future(self.pacer.run())
+                    try:
+                        await asyncio.gather(*tasks)
+                    finally:
+                        # Collect every worker, so none is left running or "never retrieved"
+                        # (no TaskGroup before Python 3.11).
+                        tasks.append(pacing)
+                        for task in tasks:
+                            task.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                        self.watch.close()
+        finally:
+            if self._writes is not None:
+                self._writes.close()
         if self.watch.dead is not None:
             self._give_up(results, pending, values, self.watch.dead)
         return results

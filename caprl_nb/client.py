@@ -1,7 +1,8 @@
 """The only module that speaks HTTP to the model server.
 
-Chat completions go over one httpx connection pool with bodies built as bytes (see
-:class:`CapRLClient` for why not through the openai SDK); ``openai.AsyncOpenAI`` asks
+Chat completions go over a lean keep-alive pool (:mod:`caprl_nb.transport`, its HTTP/1.1
+framing only) with bodies built as bytes (see :class:`CapRLClient` for why not through the
+openai SDK), or over httpx when a proxy is configured; ``openai.AsyncOpenAI`` asks
 ``/v1/models`` (its own retries off: ours are narrower); httpx reads vLLM's plain endpoints
 (``/version``, ``/health``, ``/metrics``). Every call has finite
 connect and read timeouts. Retries cover connection errors, timeouts, 429 and 5xx with capped,
@@ -12,12 +13,11 @@ HTTP status, OpenAI and httpx exceptions are translated into :mod:`caprl_nb.erro
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -33,6 +33,7 @@ from caprl_nb.errors import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
+from caprl_nb.transport import ConnectionPool, proxied
 
 __all__ = [
     "CapRLClient", "Completion", "ServerInfo", "StatusError", "Watch", "fetch_plain", "fetch_server_info",
@@ -104,7 +105,7 @@ def retry_delay(attempt: int, retry_after: float | None, cap: float) -> float:
     return float(base / 2 + random.uniform(0, base / 2))
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after")
     if value is None:
         return None
@@ -123,10 +124,10 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 class StatusError(Exception):
     """A chat completion answered with HTTP 4xx/5xx (internal: ``complete`` translates it)."""
 
-    def __init__(self, status_code: int, body: object, headers: httpx.Headers) -> None:
+    def __init__(self, status_code: int, body: object, headers: Mapping[str, str]) -> None:
         self.status_code = status_code
         self.body = body  # the parsed JSON, or the text when it was not JSON
-        self.headers = headers
+        self.headers = headers  # names lower-cased
         super().__init__(f"HTTP {status_code}: {_server_message(body, status_code)}")
 
 
@@ -166,10 +167,6 @@ def _openai_message(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict) and (body.get("message") or isinstance(body.get("error"), dict)):
         return _server_message(body, exc.status_code)
     return exc.message
-
-
-# Connections per httpx pool (see CapRLClient.__init__).
-_LANE = 16
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -219,10 +216,11 @@ def request_body(fields: dict[str, Any]) -> bytes:
 class CapRLClient:
     """One async connection pool to one server; use as an async context manager.
 
-    Chat completions go over httpx directly, not through ``openai.AsyncOpenAI``: the SDK
+    Chat completions do not go through ``openai.AsyncOpenAI``: the SDK
     JSON-encodes each half-megabyte base64 image and builds pydantic models around every
-    request and response, which cost more client CPU than the rest of a row. The body here is
-    built once as bytes (:func:`request_body`) and the answer read with ``json.loads``; the
+    request and response, which cost more client CPU than the rest of a row (and httpx's pool
+    costs as much again at a few hundred connections: see :mod:`caprl_nb.transport`). The body
+    here is built once as bytes (:func:`request_body`) and the answer read with ``json.loads``; the
     protocol is the same OpenAI-compatible one, and errors are translated as the SDK's were.
     ``openai`` still asks ``/v1/models`` (:func:`fetch_server_info`).
     """
@@ -234,17 +232,17 @@ class CapRLClient:
         self.watch = watch
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
-        # Connections for every request in flight, kept alive, so none waits for one. httpcore's
-        # pool scans all its connections on each request and each response (O(pool) per request,
-        # quadratic per wave at 256), so they are split into pools of _LANE; a request borrows a
-        # lane (a pool with a free connection) for its duration.
         size = max(1, settings.concurrency)
-        limits = httpx.Limits(max_connections=_LANE, max_keepalive_connections=_LANE)
-        self._pools = [
-            httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
-            for _ in range(-(-size // _LANE))
-        ]
-        self._lanes = collections.deque(pool for pool in self._pools for _ in range(_LANE))
+        # Plain endpoints (/metrics), and chat completions too when a proxy is configured.
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+        # Chat completions: a lean keep-alive pool (see caprl_nb.transport for why not httpx).
+        self._pool: ConnectionPool | None = None
+        if not proxied(settings.base_url):
+            self._pool = ConnectionPool(
+                settings.base_url, headers=headers,
+                connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+            )
         self._completions_url = f"{settings.base_url.rstrip('/')}/chat/completions"
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
@@ -260,8 +258,9 @@ class CapRLClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+        await self._http.aclose()
         await self._openai.close()
 
     # -- retry loop -----------------------------------------------------------------------
@@ -387,21 +386,17 @@ class CapRLClient:
 
     async def _post(self, body: bytes) -> Any:
         """POST one chat completion; its JSON answer, or StatusError for 4xx/5xx."""
-        lanes = self._lanes
-        borrowed = bool(lanes)
-        pool = lanes.popleft() if borrowed else self._pools[0]  # more callers than lanes: pool 0 queues
-        try:
-            response = await pool.post(self._completions_url, content=body)
-        finally:
-            if borrowed:
-                lanes.append(pool)
-        raw = response.content
+        if self._pool is not None:
+            status, headers, raw = await self._pool.post("/chat/completions", body)
+        else:
+            response = await self._http.post(self._completions_url, content=body)
+            status, headers, raw = response.status_code, dict(response.headers), response.content
         try:
             parsed = json.loads(raw)
         except ValueError:
             parsed = raw.decode("utf-8", "replace")
-        if response.status_code >= 400:
-            raise StatusError(response.status_code, parsed, response.headers)
+        if status >= 400:
+            raise StatusError(status, parsed, headers)
         return parsed
 
     def _completion(self, response: Any, latency: float, attempts: int) -> Completion:
@@ -425,7 +420,7 @@ class CapRLClient:
         """The server's Prometheus ``/metrics`` text (vLLM's), or None when it has none."""
         limit = min(self.settings.read_timeout, INFO_TIMEOUT)
         try:
-            response = await self._pools[0].get(f"{self.settings.server_root}/metrics", timeout=limit)
+            response = await self._http.get(f"{self.settings.server_root}/metrics", timeout=limit)
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pybase64
 from PIL import Image, UnidentifiedImageError
 
 from caprl_nb.cells import is_missing
@@ -630,7 +631,7 @@ def _convert_and_encode(img: Image.Image, size: tuple[int, int], orientation: in
 
 
 def _payload(data: bytes, mime: str, fit: ImageFit, original: tuple[int, int], *, reencoded: bool) -> Payload:
-    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    url = f"data:{mime};base64,{pybase64.b64encode(data).decode('ascii')}"  # SIMD: ~70x base64's speed
     (width, height), kwargs = fit.size, dict(fit.processor_kwargs)
     return Payload(url, mime, width, height, original[0], original[1], reencoded, len(data), kwargs)
 

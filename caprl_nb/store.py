@@ -213,6 +213,21 @@ _RESULT_FIELDS = (
     "params", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s",
     "sent_width", "sent_height", "created_at", "checkpoint", "key_version", "adopted_as",
 )
+
+
+def _result_row(given: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The columns and values of one result to insert (``created_at`` and ``key_version``
+    defaulted, ``params`` as sorted JSON)."""
+    fields = dict(given)
+    fields.setdefault("created_at", time.time())
+    fields.setdefault("key_version", 2)
+    if isinstance(fields.get("params"), dict):
+        fields["params"] = json.dumps(fields["params"], sort_keys=True)
+    missing = {"key", "task", "image_sha256", "model", "params", "text"} - set(fields)
+    if missing:
+        raise StoreError(f"result is missing {sorted(missing)}")
+    names = tuple(f for f in _RESULT_FIELDS if f in fields)
+    return names, tuple(fields[n] for n in names)
 _HIT_FIELDS = (
     "key, text, model, finish_reason, prompt_tokens, completion_tokens, latency_s, created_at, "
     "base_url, server_version"
@@ -424,19 +439,36 @@ class ResultStore:
 
     def put(self, **fields: Any) -> None:
         """Insert or replace one result; ``fields`` are the ``results`` columns."""
-        fields.setdefault("created_at", time.time())
-        fields.setdefault("key_version", 2)
-        if isinstance(fields.get("params"), dict):
-            fields["params"] = json.dumps(fields["params"], sort_keys=True)
-        missing = {"key", "task", "image_sha256", "model", "params", "text"} - set(fields)
-        if missing:
-            raise StoreError(f"result is missing {sorted(missing)}")
-        names = [f for f in _RESULT_FIELDS if f in fields]
-        self.write(
-            f"INSERT OR REPLACE INTO results ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' for _ in names)})",
-            tuple(fields[n] for n in names),
-        )
+        self.write_many(results=[fields])
+
+    def write_many(
+        self, *, results: Sequence[dict[str, Any]] = (), file_hashes: Sequence[tuple[FileStat, str]] = (),
+        urls: Sequence[tuple[str, UrlMemo]] = (), now_ns: int | None = None,
+    ) -> None:
+        """Results (:meth:`put`'s fields), file hashes (:meth:`remember_file_hash`, the same racy
+        window) and URL memos (:meth:`remember_url`) in one committed transaction."""
+        rows = [_result_row(fields) for fields in results]
+        now = time.time_ns() if now_ns is None else now_ns
+        hashes = [
+            (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha)
+            for stat, sha in file_hashes if max(stat.mtime_ns, stat.ctime_ns) <= now - RACY_WINDOW_NS
+        ]
+        memos = [(url_key(url), m.etag, m.last_modified, m.sha256, now / 1e9) for url, m in urls]
+        if not (rows or hashes or memos):
+            return
+
+        def work(db: sqlite3.Connection) -> None:
+            for names, values in rows:
+                db.execute(
+                    f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                    values,
+                )
+            if hashes:
+                db.executemany("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)", hashes)
+            if memos:
+                db.executemany("INSERT OR REPLACE INTO url_hashes VALUES (?, ?, ?, ?, ?)", memos)
+
+        self._use(work, write=True)
 
     def provenance(self, key: str) -> dict[str, Any] | None:
         """Every stored column of one result, ``params`` decoded."""

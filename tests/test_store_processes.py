@@ -249,12 +249,12 @@ def _lock_holder(tmp_path: Path, store: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def _batch_thread_in_store_put() -> bool:
-    """Whether the batch thread is inside ResultStore.put now (a write in progress)."""
+    """Whether the batch's store writer is inside ResultStore.write_many now (a write in progress)."""
     for thread in threading.enumerate():
-        if thread.name == "caprl-batch" and thread.ident is not None:
+        if thread.name == "caprl-store-writer" and thread.ident is not None:
             frame = sys._current_frames().get(thread.ident)
             while frame is not None:
-                if frame.f_code.co_name == "put" and frame.f_code.co_filename.endswith("store.py"):
+                if frame.f_code.co_name == "write_many" and frame.f_code.co_filename.endswith("store.py"):
                     return True
                 frame = frame.f_back
     return False
@@ -294,7 +294,7 @@ def test_ctrl_c_while_a_write_waits_for_the_lock_never_closes_the_store_under_it
         # The caller got control back while the write still waits; nobody closed the store.
         assert _batch_thread_in_store_put()
         release.touch()
-        wait_until(lambda: not any(t.name == "caprl-batch" for t in threading.enumerate()), 30,
+        wait_until(lambda: not any(t.name in ("caprl-batch", "caprl-store-writer") for t in threading.enumerate()), 30,
                    "the batch thread to finish its write and end")
     # The answer that was being written when Ctrl-C came is stored.
     assert _rows_per_image(path) == {_sha(files[0]): 1}
