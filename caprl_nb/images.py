@@ -620,7 +620,7 @@ def _convert_and_encode(img: Image.Image, size: tuple[int, int], orientation: in
     """Flatten to RGB/L, resize to ``size`` (pre-rotation), rotate upright, encode once."""
     out = flatten(img)
     if out.size != size:
-        # reduce() by whole factors first where the shrink is over 2 x 3.0. BICUBIC, not LANCZOS: it is
+        # reducing_gap: reduce() by whole factors first when shrinking 6x or more. BICUBIC, not LANCZOS: it is
         # what the servers' processors resample with (transformers 5.19 models/qwen2_vl/
         # image_processing_qwen2_vl.py and image_processing_pil_qwen2_vl.py: ``resample =
         # PILImageResampling.BICUBIC``, used for Qwen2.5-VL and Qwen3-VL; vLLM's
