@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 
+import certifi
 import pytest
 
-from caprl_nb.client import CapRLClient, fetch_server_info, is_healthy, retry_delay
+from caprl_nb.client import (
+    CapRLClient,
+    ServerInfo,
+    _tls,
+    fetch_plain,
+    fetch_server_info,
+    is_healthy,
+    retry_delay,
+)
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import (
     RequestRejectedError,
@@ -211,3 +221,40 @@ def test_request_body_splices_image_urls_as_bytes_and_stays_valid_json() -> None
     assert json.loads(body) == fields
     assert big.encode() in body  # the payload went in as it was, not through the JSON encoder
     assert fields["messages"][0]["content"][0]["image_url"]["url"] == big  # the caller's dicts untouched
+
+
+def test_tls_contexts_are_built_once_per_process_and_http_gets_one_that_trusts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch makes one httpx client per lane of 16 connections: each used to load the CA
+    # bundle again (tens of milliseconds). An https server's lanes share one verifying context.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    https = _tls("https://models.example/v1")
+    assert _tls("HTTPS://other.example/v1") is https
+    assert https.verify_mode == ssl.CERT_REQUIRED and https.check_hostname
+    assert https.cert_store_stats()["x509_ca"] > 0
+    # An http server's clients never follow a redirect, so they never speak TLS; if one did,
+    # a context with no CA certificates refuses every server (it fails closed, never open).
+    plain = _tls("http://127.0.0.1:8000/v1")
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    # The CA bundle named by SSL_CERT_FILE is honoured when it changes.
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert _tls("https://models.example/v1") is not https
+
+
+def test_server_info_asks_models_and_version_through_one_client_and_leaves_it_open(sim: VLLMSimulator) -> None:
+    s = resolve_settings(base_url=sim.base_url)
+
+    async def go() -> tuple[ServerInfo, str | None, bool]:
+        async with CapRLClient(s) as client:
+            info = await client.server_info()
+            # /version again through the same client: it is still open after server_info.
+            text = await fetch_plain(s, "/version", client._discovery)
+            return info, text, client._discovery.is_closed
+
+    info, text, closed = asyncio.run(go())
+    assert info.version == sim.version and info.root == sim.root
+    assert text is not None and json.loads(text)["version"] == sim.version
+    assert not closed
