@@ -20,6 +20,7 @@ import random
 import secrets
 import ssl
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -183,9 +184,10 @@ def _tls(url: str) -> ssl.SSLContext:
 
     https: one verifying context per process (httpx's own, built on first use; rebuilt if
     SSL_CERT_FILE or SSL_CERT_DIR change). http: such a client never makes a TLS connection,
-    so it gets a context without CA certificates, which would refuse any server if it did.
+    so it gets a context without CA certificates, which would refuse any server if it did;
+    unless a proxy is configured (it may be an https:// one), when it verifies as well.
     """
-    if url[:6].lower() == "https:":
+    if url[:6].lower() == "https:" or urllib.request.getproxies():
         return _verifying(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 

@@ -228,8 +228,9 @@ def test_tls_contexts_are_built_once_per_process_and_http_gets_one_that_trusts_n
 ) -> None:
     # A batch makes one httpx client per lane of 16 connections: each used to load the CA
     # bundle again (tens of milliseconds). An https server's lanes share one verifying context.
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     https = _tls("https://models.example/v1")
     assert _tls("HTTPS://other.example/v1") is https
     assert https.verify_mode == ssl.CERT_REQUIRED and https.check_hostname
@@ -239,6 +240,10 @@ def test_tls_contexts_are_built_once_per_process_and_http_gets_one_that_trusts_n
     plain = _tls("http://127.0.0.1:8000/v1")
     assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
     assert plain.cert_store_stats()["x509_ca"] == 0
+    # Through a proxy (which may be an https:// one) an http server's clients verify too.
+    monkeypatch.setenv("HTTP_PROXY", "https://proxy.example:3128")
+    assert _tls("http://127.0.0.1:8000/v1") is https
+    monkeypatch.delenv("HTTP_PROXY")
     # The CA bundle named by SSL_CERT_FILE is honoured when it changes.
     monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
     assert _tls("https://models.example/v1") is not https
