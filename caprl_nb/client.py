@@ -187,25 +187,48 @@ def _tls(url: str) -> ssl.SSLContext:
     so it gets a context without CA certificates, which would refuse any server if it did;
     unless a proxy is configured (it may be an https:// one), when it verifies as well.
     """
-    if url[:6].lower() == "https:" or urllib.request.getproxies():
-        return _verifying(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _verifying() if _speaks_tls(url) else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _speaks_tls(url: str) -> bool:
+    return url[:6].lower() == "https:" or bool(urllib.request.getproxies())
+
+
+def _verifying() -> ssl.SSLContext:
+    return _verifying_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 @functools.lru_cache(maxsize=4)
-def _verifying(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+def _verifying_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     """httpx's default context (it reads SSL_CERT_FILE / SSL_CERT_DIR itself: these are the key)."""
     return httpx.create_ssl_context()
 
 
-def _discovery_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
-    """The client that asks ``/v1/models`` (through openai) and ``/version``: one per caller,
-    following redirects as openai's own client does, so it verifies certificates whatever the
-    scheme."""
+class _TLSOnDemand(httpx.AsyncBaseTransport):
+    """https for a client of an http:// server: built (verifying) if a redirect ever leads there."""
+
+    def __init__(self) -> None:
+        self._transport: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(verify=_verifying())
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
+def _discovery_client(url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The client that asks ``/v1/models`` (through openai) and ``/version`` at ``url``: one per
+    caller, following redirects as openai's own client does, so its https connections verify
+    certificates whatever ``url``'s scheme (for an http:// one, only once a redirect leads there)."""
+    if _speaks_tls(url):
+        return httpx.AsyncClient(timeout=timeout, follow_redirects=True, verify=_verifying())
     return httpx.AsyncClient(
-        timeout=timeout, follow_redirects=True, verify=_verifying(
-            os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
-        ),
+        timeout=timeout, follow_redirects=True, verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+        mounts={"https://": _TLSOnDemand()},
     )
 
 
@@ -298,7 +321,7 @@ class CapRLClient:
         self._lanes = collections.deque(pool for pool in self._pools for _ in range(_LANE))
         self._completions_url = f"{settings.base_url.rstrip('/')}/chat/completions"
         # /v1/models (through openai) and /version share one client (openai closes it).
-        self._discovery = _discovery_client(timeout)
+        self._discovery = _discovery_client(settings.base_url, timeout)
         self._openai = _models_client(
             settings, openai.Timeout(settings.read_timeout, connect=settings.connect_timeout), self._discovery
         )
@@ -527,8 +550,9 @@ async def fetch_server_info(
     own = client is None
     timeout = min(settings.read_timeout, INFO_TIMEOUT)
     if client is None:
-        http = _discovery_client(httpx.Timeout(timeout, connect=min(settings.connect_timeout, timeout)))
-        client = _models_client(settings, openai.Timeout(timeout, connect=min(settings.connect_timeout, timeout)), http)
+        connect = min(settings.connect_timeout, timeout)
+        http = _discovery_client(settings.base_url, httpx.Timeout(timeout, connect=connect))
+        client = _models_client(settings, openai.Timeout(timeout, connect=connect), http)
     try:
         try:
             listing = await client.models.list(timeout=timeout)

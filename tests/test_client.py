@@ -6,8 +6,10 @@ import asyncio
 import json
 import ssl
 import time
+from pathlib import Path
 
 import certifi
+import httpx
 import pytest
 
 from caprl_nb.client import (
@@ -263,3 +265,65 @@ def test_server_info_asks_models_and_version_through_one_client_and_leaves_it_op
     assert info.version == sim.version and info.root == sim.root
     assert text is not None and json.loads(text)["version"] == sim.version
     assert not closed
+
+
+def test_an_http_server_that_redirects_discovery_to_https_is_followed_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An http:// server's discovery client loads no CA bundle up front, but it follows
+    # redirects as openai's own client does: the https hop is verified, with SSL_CERT_FILE.
+    import http.server
+    import subprocess
+    import threading
+
+    from tests.support.loopback import serving
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    with VLLMSimulator(root="internlm/CapRL-3B", version="0.11.0") as sim:
+        sim_root = sim.base_url.removesuffix("/v1")
+
+        class Proxy(http.server.BaseHTTPRequestHandler):  # the https side: relays to the simulator
+            def do_GET(self) -> None:
+                answer = httpx.get(f"{sim_root}{self.path}")
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        httpsd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        httpsd.socket = tls.wrap_socket(httpsd.socket, server_side=True)
+        threading.Thread(target=httpsd.serve_forever, daemon=True).start()
+        secure = f"https://127.0.0.1:{httpsd.server_address[1]}"
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(301)
+                self.send_header("Location", f"{secure}{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        try:
+            with serving(Redirect) as plain:
+                settings = resolve_settings(base_url=f"{plain}/v1", max_retries=0)
+                with pytest.raises(ServerUnavailableError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+                    asyncio.run(fetch_server_info(settings))  # a certificate nobody vouched for
+                monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+                info = asyncio.run(fetch_server_info(settings))
+        finally:
+            httpsd.shutdown()
+            httpsd.server_close()
+    assert info.root == "internlm/CapRL-3B"
