@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import itertools
 import os
 import sys
@@ -205,6 +206,28 @@ _UNKNOWN = object()
 _LOOKUP_CHUNK = 2048
 
 
+@contextlib.contextmanager
+def _collector_held() -> Iterator[None]:
+    """Python's cyclic garbage collector held off (if it is on) while a chunk is looked up.
+
+    A chunk allocates thousands of small objects that form no cycles (stats, rows read from
+    the store, stored answers). Every 700 such allocations start a collection, and every few
+    thousand a full one that walks the whole heap: about 90 ms in a process that imported
+    pandas and openai, twice a cached re-run's own work on 20,000 rows. Held off, nothing is
+    lost (a chunk makes no garbage only a collection could free), and the next allocation after
+    the chunk collects once. The switch is process-wide, so only a collector this turned off
+    is turned back on.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _value_at(values: Iterable[object], i: int) -> object:
     """Row ``i`` of a sequence or array (for its description); _UNKNOWN for a consumed iterator."""
     try:
@@ -372,28 +395,37 @@ class BatchRunner:
         self, chunk: list[tuple[int, object]]
     ) -> tuple[tuple[list[int], list[StoredResult]], list[tuple[int, object]]]:
         """((positions of the rows of ``chunk`` the store answers, their answers), the other rows)."""
+        with _collector_held():
+            return self._answer_chunk(chunk)
+
+    def _answer_chunk(
+        self, chunk: list[tuple[int, object]]
+    ) -> tuple[tuple[list[int], list[StoredResult]], list[tuple[int, object]]]:
         store, plan = self.store, self.plan
         assert store is not None and plan is not None
-        stats = images.stat_files(value for _, value in chunk)
+        stats = images.stat_files([value for _, value in chunk])
         files = [(position, stat) for (position, _), stat in zip(chunk, stats) if stat is not None]
         nothing: tuple[list[int], list[StoredResult]] = ([], [])
         if not files:
             return nothing, chunk
         try:
             hashes = store.file_hashes([stat for _, stat in files])
-            keys = [(position, plan.key(sha)) for (position, _), sha in zip(files, hashes) if sha is not None]
-            hits = store.get_many([key for _, key in keys]) if keys else {}
+            known = [(position, sha) for (position, _), sha in zip(files, hashes) if sha is not None]
+            keys = plan.keys([sha for _, sha in known])
+            hits = store.get_many(keys) if keys else {}
         except StoreError as exc:
             self._note(f"The result store could not be read in bulk (rows were looked up one by one): {exc}")
             return nothing, chunk
         positions, answers = [], []
-        for position, key in keys:
-            hit = hits.get(key)
-            if hit is not None and not _unusable(self.task, hit.text, hit.finish_reason, plan.max_tokens):
+        task, max_tokens = self.task, plan.max_tokens
+        for (position, _), hit in zip(known, map(hits.get, keys)):
+            if hit is not None and not _unusable(task, hit.text, hit.finish_reason, max_tokens):
                 positions.append(position)
                 answers.append(hit)
         if not positions:
             return nothing, chunk
+        if len(positions) == len(chunk):
+            return (positions, answers), []
         done = set(positions)
         return (positions, answers), [row for row in chunk if row[0] not in done]
 

@@ -13,10 +13,14 @@ HTTP status, OpenAI and httpx exceptions are translated into :mod:`caprl_nb.erro
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import random
 import secrets
+import ssl
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -169,6 +173,75 @@ def _openai_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+# -- TLS contexts -----------------------------------------------------------------------------
+# httpx builds an SSL context for every client it makes, verifying or not (loading the CA
+# bundle: tens of milliseconds each); a batch makes one client per lane of connections.
+def _tls(url: str) -> ssl.SSLContext:
+    """The SSL context for httpx clients that only ever ask ``url``'s server, redirects off.
+
+    https: one verifying context per process (httpx's own, built on first use; rebuilt if
+    SSL_CERT_FILE or SSL_CERT_DIR change). http: such a client never makes a TLS connection,
+    so it gets a context without CA certificates, which would refuse any server if it did;
+    unless a proxy is configured (it may be an https:// one), when it verifies as well.
+    """
+    return _verifying() if _speaks_tls(url) else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _speaks_tls(url: str) -> bool:
+    return url[:6].lower() == "https:" or bool(urllib.request.getproxies())
+
+
+def _verifying() -> ssl.SSLContext:
+    return _verifying_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _verifying_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default context (it reads SSL_CERT_FILE / SSL_CERT_DIR itself: these are the key)."""
+    return httpx.create_ssl_context()
+
+
+class _TLSOnDemand(httpx.AsyncBaseTransport):
+    """https for a client of an http:// server: built (verifying) if a redirect ever leads there."""
+
+    def __init__(self) -> None:
+        self._transport: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(verify=_verifying())
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
+def _discovery_client(url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The client that asks ``/v1/models`` (through openai) and ``/version`` at ``url``: one per
+    caller, following redirects as openai's own client does, so its https connections verify
+    certificates whatever ``url``'s scheme (for an http:// one, only once a redirect leads there)."""
+    if _speaks_tls(url):
+        return httpx.AsyncClient(timeout=timeout, follow_redirects=True, verify=_verifying())
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=True, verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+        mounts={"https://": _TLSOnDemand()},
+    )
+
+
+def _models_client(settings: Settings, timeout: openai.Timeout, http: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    """openai's client for ``/v1/models`` (its own retries off), running on ``http``."""
+    return openai.AsyncOpenAI(
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        max_retries=0,
+        timeout=timeout,
+        # openai takes an httpx client as well as an httpx2 one (openai._httpx2 translates its
+        # timeouts and errors), though its annotation names only httpx2.
+        http_client=http,  # type: ignore[arg-type]
+    )
+
+
 # -- request bodies ---------------------------------------------------------------------------
 # Image URLs are spliced into the JSON body as bytes instead of being JSON-encoded: a base64
 # data URL is half a megabyte of characters that need no escaping, and scanning it through
@@ -235,7 +308,7 @@ class CapRLClient:
         size = max(1, settings.concurrency)
         # Plain endpoints (/metrics), and chat completions too when a proxy is configured.
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, verify=_tls(settings.base_url))
         # Chat completions: a lean keep-alive pool (see caprl_nb.transport for why not httpx).
         self._pool: ConnectionPool | None = None
         if not proxied(settings.base_url):
@@ -244,11 +317,10 @@ class CapRLClient:
                 connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
             )
         self._completions_url = f"{settings.base_url.rstrip('/')}/chat/completions"
-        self._openai = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=settings.api_key,
-            max_retries=0,
-            timeout=openai.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+        # /v1/models (through openai) and /version share one client (openai closes it).
+        self._discovery = _discovery_client(settings.base_url, timeout)
+        self._openai = _models_client(
+            settings, openai.Timeout(settings.read_timeout, connect=settings.connect_timeout), self._discovery
         )
 
     async def __aenter__(self) -> CapRLClient:
@@ -427,7 +499,7 @@ class CapRLClient:
 
     async def server_info(self, model: str | None = None) -> ServerInfo:
         """Ask ``/v1/models`` and ``/version``; pick ``model`` or the single model listed."""
-        return await fetch_server_info(self.settings, model, self._openai)
+        return await fetch_server_info(self.settings, model, self._openai, self._discovery)
 
     async def discover(
         self, model: str | None, wait_s: float, on_wait: Callable[[str], None]
@@ -461,18 +533,20 @@ class CapRLClient:
 
 
 async def fetch_server_info(
-    settings: Settings, model: str | None = None, client: openai.AsyncOpenAI | None = None
+    settings: Settings, model: str | None = None, client: openai.AsyncOpenAI | None = None,
+    http: httpx.AsyncClient | None = None,
 ) -> ServerInfo:
-    """What the server at ``settings.base_url`` serves; ServerUnavailableError when nothing answers."""
+    """What the server at ``settings.base_url`` serves; ServerUnavailableError when nothing answers.
+
+    ``client`` asks ``/v1/models``, ``http`` asks ``/version`` (the client ``client`` runs on,
+    when given); without ``client`` both are made here, as one, and closed on return.
+    """
     own = client is None
     timeout = min(settings.read_timeout, INFO_TIMEOUT)
     if client is None:
-        client = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=settings.api_key,
-            max_retries=0,
-            timeout=openai.Timeout(timeout, connect=min(settings.connect_timeout, timeout)),
-        )
+        connect = min(settings.connect_timeout, timeout)
+        http = _discovery_client(settings.base_url, httpx.Timeout(timeout, connect=connect))
+        client = _models_client(settings, openai.Timeout(timeout, connect=connect), http)
     try:
         try:
             listing = await client.models.list(timeout=timeout)
@@ -516,7 +590,7 @@ async def fetch_server_info(
         root = extra.get("root")
         parent = extra.get("parent")
         max_len = extra.get("max_model_len")
-        version = await _server_version(settings)
+        version = await _server_version(settings, http)
         return ServerInfo(
             base_url=settings.base_url,
             model=chosen,
@@ -531,9 +605,9 @@ async def fetch_server_info(
             await client.close()
 
 
-async def _server_version(settings: Settings) -> str | None:
+async def _server_version(settings: Settings, http: httpx.AsyncClient | None = None) -> str | None:
     """vLLM's ``GET /version``; None for servers that do not have it."""
-    text = await fetch_plain(settings, "/version")
+    text = await fetch_plain(settings, "/version", http)
     try:
         version = json.loads(text).get("version") if text else None
     except (ValueError, AttributeError):
@@ -541,14 +615,21 @@ async def _server_version(settings: Settings) -> str | None:
     return str(version) if version else None
 
 
-async def fetch_plain(settings: Settings, path: str) -> str | None:
-    """The body of ``GET <server root><path>`` (``/version``, ``/metrics``); None on any failure."""
+async def fetch_plain(settings: Settings, path: str, http: httpx.AsyncClient | None = None) -> str | None:
+    """The body of ``GET <server root><path>`` (``/version``, ``/metrics``); None on any failure.
+
+    Asked through ``http`` when given (it stays open), else through a client of its own.
+    """
     limit = min(settings.read_timeout, INFO_TIMEOUT)
     timeout = httpx.Timeout(limit, connect=min(settings.connect_timeout, limit))
     headers = {"Authorization": f"Bearer {settings.api_key}"}
+    url = f"{settings.server_root}{path}"
     try:
-        async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
-            response = await http.get(f"{settings.server_root}{path}")
+        if http is not None:
+            response = await http.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+        else:
+            async with httpx.AsyncClient(timeout=timeout, headers=headers, verify=_tls(url)) as own:
+                response = await own.get(url)
     except httpx.HTTPError:
         return None
     return response.text if response.status_code == 200 else None

@@ -332,9 +332,36 @@ def stat_files(values: Iterable[object], *, max_bytes: int = DEFAULT_MAX_BYTES) 
     """
     folders: dict[str, str] = {}
     stats: list[FileStat | None] = []
+    append, lstat, is_file, is_link = stats.append, os.lstat, stat_mod.S_ISREG, stat_mod.S_ISLNK
+    sep, one_sep = os.sep, os.altsep is None
     for value in values:
+        # The common row, a plain path (a str with no ":", so no scheme; no "~", no NUL), takes
+        # the same steps as _stat_path inline: a cached re-run does this for every row.
+        if (
+            one_sep and type(value) is str and ":" not in value and "\0" not in value
+            and value[:1] != "~" and not value.isspace()
+        ):
+            cut = value.rfind(sep) + 1
+            tail = value[cut:]
+            if tail:  # (a tail of "." or ".." names a folder: None either way)
+                head = value[:cut]
+                try:
+                    folder = folders.get(head)
+                    if folder is None:
+                        folder = folders[head] = os.path.join(os.path.realpath(head), "")
+                    path = folder + tail
+                    st = lstat(path)
+                    if is_link(st.st_mode):
+                        path = os.path.realpath(value)
+                        st = os.stat(path)
+                except (OSError, ValueError):
+                    append(None)
+                    continue
+                ok = is_file(st.st_mode) and 0 < st.st_size <= max_bytes
+                append(FileStat(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) if ok else None)
+                continue
         text = _path_text(value)
-        stats.append(None if text is None else _stat_path(text, folders, max_bytes))
+        append(None if text is None else _stat_path(text, folders, max_bytes))
     return stats
 
 

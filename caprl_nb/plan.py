@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,18 @@ class RequestPlan:
         # re-run computes thousands of keys).
         head, tail = template
         return hashlib.sha256(head + image_sha256.encode() + tail).hexdigest()
+
+    def keys(self, image_sha256s: Iterable[str]) -> list[str]:
+        """:meth:`key` of many image hashes (a cached re-run's chunk of rows), the same keys."""
+        template = self._key_template
+        if template is None:
+            return [self.key(sha) for sha in image_sha256s]
+        head, tail = template
+        digest, key = hashlib.sha256, self.key
+        return [
+            digest(head + sha.encode() + tail).hexdigest() if sha.isascii() and sha.isalnum() else key(sha)
+            for sha in image_sha256s
+        ]
 
     def _key_document(self, image_sha256: str) -> dict[str, Any]:
         return {"v": KEY_VERSION, "image": image_sha256, "checkpoint": self.checkpoint, "request": self.request}

@@ -391,7 +391,8 @@ class ResultStore:
                 f"SELECT {_HIT_FIELDS} FROM results WHERE key IN ({', '.join('?' * len(chunk))})",
                 tuple(chunk),
             )
-            found.update((row[0], StoredResult(*row)) for row in rows)
+            for row in rows:
+                found[row[0]] = StoredResult(*row)
         return found
 
     def get_adopted(self, key: str, checkpoint: str) -> StoredResult | None:
@@ -516,12 +517,17 @@ class ResultStore:
             )
             known.update((row[0], row) for row in rows)
         hashes: list[str | None] = []
+        append = hashes.append
         for stat in stats:
             row = known.get(stat.path)
-            if row is not None and row[1:5] == (stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns):
-                hashes.append(row[5])
+            # Field by field: no tuples to compare (thousands of rows, each an allocation).
+            if (
+                row is not None and row[1] == stat.size and row[2] == stat.mtime_ns
+                and row[3] == stat.ino and row[4] == stat.ctime_ns
+            ):
+                append(row[5])
             else:
-                hashes.append(None)
+                append(None)
         return hashes
 
     def remember_file_hash(self, stat: FileStat, sha256: str, *, now_ns: int | None = None) -> bool:

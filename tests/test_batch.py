@@ -8,6 +8,7 @@ import io
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -185,3 +186,31 @@ def test_works_inside_a_running_event_loop(sim: VLLMSimulator, image_files: list
 
     results = asyncio.run(notebook_cell())
     assert [r.error for r in results] == [None, None, None]
+
+
+def test_rows_answered_by_the_store_in_bulk_read_back_as_one_by_one() -> None:
+    # set_stored fills a chunk of rows column by column; every row must read back exactly as
+    # set(i, RowResult.from_store(hit, checkpoint)) would have left it, for a run of rows
+    # (sliced) and for scattered ones, with unknown tokens, latency and finish reason.
+    from caprl_nb.batch import BatchResults, RowResult
+    from caprl_nb.store import StoredResult
+
+    hits = [
+        StoredResult("k0", "a cat", "caprl", "stop", 10, 4, 0.5, 1.0, "http://h/v1", "0.11"),
+        StoredResult("k1", "a dog", "", None, None, None, None, 2.0),
+        StoredResult("k2", "", "caprl", "length", 0, 2**40, 1e-9, 3.0),
+    ]
+    for positions in ([1, 2, 3], [4, 0, 1]):  # over row 1 (a failure before): as set() would
+        bulk, single = BatchResults(6), BatchResults(6)
+        bulk.set(1, RowResult(error="boom", error_type="ImageError", input="x.png"))
+        single.set(1, RowResult(error="boom", error_type="ImageError", input="x.png"))
+        bulk.set_stored(positions, hits, "internlm/CapRL-3B")
+        for i, hit in zip(positions, hits):
+            single.set(i, RowResult.from_store(hit, "internlm/CapRL-3B"))
+        assert list(bulk) == list(single)
+        for name in ("text", "model", "finish_reason", "checkpoint", "error", "error_type", "input"):
+            assert getattr(bulk, name) == getattr(single, name), name
+        for name in ("cached", "latency_s", "prompt_tokens", "completion_tokens", "attempts", "done"):
+            np.testing.assert_array_equal(getattr(bulk, name), getattr(single, name), err_msg=name)
+            assert getattr(bulk, name).dtype == getattr(single, name).dtype, name
+        assert bulk.model[positions[0]] is single.model[positions[0]]  # interned: one shared string

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
+from pathlib import Path
 
+import certifi
+import httpx
 import pytest
 
-from caprl_nb.client import CapRLClient, fetch_server_info, is_healthy, retry_delay
+from caprl_nb.client import (
+    CapRLClient,
+    ServerInfo,
+    _tls,
+    fetch_plain,
+    fetch_server_info,
+    is_healthy,
+    retry_delay,
+)
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import (
     RequestRejectedError,
@@ -211,3 +223,107 @@ def test_request_body_splices_image_urls_as_bytes_and_stays_valid_json() -> None
     assert json.loads(body) == fields
     assert big.encode() in body  # the payload went in as it was, not through the JSON encoder
     assert fields["messages"][0]["content"][0]["image_url"]["url"] == big  # the caller's dicts untouched
+
+
+def test_tls_contexts_are_built_once_per_process_and_http_gets_one_that_trusts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch makes one httpx client per lane of 16 connections: each used to load the CA
+    # bundle again (tens of milliseconds). An https server's lanes share one verifying context.
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    https = _tls("https://models.example/v1")
+    assert _tls("HTTPS://other.example/v1") is https
+    assert https.verify_mode == ssl.CERT_REQUIRED and https.check_hostname
+    assert https.cert_store_stats()["x509_ca"] > 0
+    # An http server's clients never follow a redirect, so they never speak TLS; if one did,
+    # a context with no CA certificates refuses every server (it fails closed, never open).
+    plain = _tls("http://127.0.0.1:8000/v1")
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    # Through a proxy (which may be an https:// one) an http server's clients verify too.
+    monkeypatch.setenv("HTTP_PROXY", "https://proxy.example:3128")
+    assert _tls("http://127.0.0.1:8000/v1") is https
+    monkeypatch.delenv("HTTP_PROXY")
+    # The CA bundle named by SSL_CERT_FILE is honoured when it changes.
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert _tls("https://models.example/v1") is not https
+
+
+def test_server_info_asks_models_and_version_through_one_client_and_leaves_it_open(sim: VLLMSimulator) -> None:
+    s = resolve_settings(base_url=sim.base_url)
+
+    async def go() -> tuple[ServerInfo, str | None, bool]:
+        async with CapRLClient(s) as client:
+            info = await client.server_info()
+            # /version again through the same client: it is still open after server_info.
+            text = await fetch_plain(s, "/version", client._discovery)
+            return info, text, client._discovery.is_closed
+
+    info, text, closed = asyncio.run(go())
+    assert info.version == sim.version and info.root == sim.root
+    assert text is not None and json.loads(text)["version"] == sim.version
+    assert not closed
+
+
+def test_an_http_server_that_redirects_discovery_to_https_is_followed_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An http:// server's discovery client loads no CA bundle up front, but it follows
+    # redirects as openai's own client does: the https hop is verified, with SSL_CERT_FILE.
+    import http.server
+    import subprocess
+    import threading
+
+    from tests.support.loopback import serving
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    with VLLMSimulator(root="internlm/CapRL-3B", version="0.11.0") as sim:
+        sim_root = sim.base_url.removesuffix("/v1")
+
+        class Proxy(http.server.BaseHTTPRequestHandler):  # the https side: relays to the simulator
+            def do_GET(self) -> None:
+                answer = httpx.get(f"{sim_root}{self.path}")
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        httpsd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        httpsd.socket = tls.wrap_socket(httpsd.socket, server_side=True)
+        threading.Thread(target=httpsd.serve_forever, daemon=True).start()
+        secure = f"https://127.0.0.1:{httpsd.server_address[1]}"
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(301)
+                self.send_header("Location", f"{secure}{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        try:
+            with serving(Redirect) as plain:
+                settings = resolve_settings(base_url=f"{plain}/v1", max_retries=0)
+                with pytest.raises(ServerUnavailableError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+                    asyncio.run(fetch_server_info(settings))  # a certificate nobody vouched for
+                monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+                info = asyncio.run(fetch_server_info(settings))
+        finally:
+            httpsd.shutdown()
+            httpsd.server_close()
+    assert info.root == "internlm/CapRL-3B"

@@ -452,16 +452,21 @@ def test_stat_files_sees_each_file_as_identify_does(tmp_path: Path, monkeypatch:
     (tmp_path / "link.png").symlink_to(folder / "a.png")
     (tmp_path / "linked").symlink_to(folder / "sub")
     (tmp_path / "empty.png").write_bytes(b"")
+    save(gradient(7, 7), folder / "c:d.png", "PNG")  # a colon: not a scheme
+    (folder / "...").write_bytes((folder / "a.png").read_bytes())
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(folder)
     files = [
         str(folder / "a.png"), "a.png", "./sub/../a.png", "sub/b.png", str(tmp_path / "link.png"),
         str(tmp_path / "linked" / "b.png"), "~/pics/a.png", folder / "sub" / "b.png", "a.png/",
         str(tmp_path / "pics//a.png"), str(tmp_path / "linked" / ".." / "a.png"),
+        str(folder / "c:d.png"), "c:d.png", "./a.png", "sub/./b.png", "...", "a.png",
+        str(tmp_path / "link.png"), "../link.png",
     ]
     not_files = [
         "missing.png", "sub", "sub/", "sub/.", str(tmp_path / "empty.png"), "", "   ", " a.png",
         "a\0.png", "a\udc80.png", b"a.png", None, 3, "data:image/png;base64,iVBORw0KGgo=",
+        "a.png ", "\t", "sub/..", "sub/../", "../pics", "../linked/", str(tmp_path / "linked"),
     ]
 
     def identified(value: object) -> FileStat | None:

@@ -123,6 +123,8 @@ def test_keys_are_the_digest_of_the_documented_document() -> None:
             document = {"v": 2, "image": sha, "checkpoint": plan.checkpoint, "request": plan.request}
             blob = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
             assert plan.key(sha) == hashlib.sha256(blob).hexdigest()
+        shas = [hashlib.sha256(b"x").hexdigest(), "sha", "not hex: \"\\", "0" * 64, "\u00e9t\u00e9", ""]
+        assert plan.keys(shas) == [plan.key(sha) for sha in shas]  # in bulk, the same keys
 
 
 def test_the_alias_is_provenance_not_identity() -> None:

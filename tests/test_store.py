@@ -3,6 +3,7 @@ import sqlite3
 import threading
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -591,3 +592,48 @@ def test_run_one_from_the_store_in_bulk_keeps_the_provenance(tmp_path: Path, mon
     assert (again.text, again.key, again.created_at, again.base_url, again.server_version, again.checkpoint) == (
         first.text, first.key, first.created_at, sim.base_url, "0.32.0", sim.root)
     assert not any("FROM results WHERE key = " in s for s in statements)  # answered by the bulk lookup
+
+
+def test_the_lookup_phase_holds_off_the_garbage_collector_and_leaves_it_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full collection walks the whole heap (about 90 ms with pandas and openai imported),
+    # and a cached re-run's lookups used to start one every few thousand rows. The lookup of a
+    # chunk runs with the collector off; a collector the user turned off stays off.
+    import gc
+
+    from caprl_nb import batch, images
+    from caprl_nb.batch import run_batch
+    from caprl_nb.config import resolve_settings
+    from caprl_nb.prompts import caption_task
+
+    from tests.conftest import make_images
+    from tests.support.vllm_sim import VLLMSimulator
+
+    monkeypatch.setattr(store_module, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(batch, "_LOOKUP_CHUNK", 8)
+    files = make_images(tmp_path / "images", 20)
+    task = caption_task(max_tokens=8)
+    seen: list[bool] = []
+    stat_files = images.stat_files
+
+    def watched(values: Iterable[object], max_bytes: int = images.DEFAULT_MAX_BYTES) -> list[FileStat | None]:
+        seen.append(gc.isenabled())
+        return stat_files(values, max_bytes=max_bytes)
+
+    with VLLMSimulator() as sim:
+        settings = resolve_settings(base_url=sim.base_url)
+        first = run_batch(files, task, settings, progress=False)
+        monkeypatch.setattr(images, "stat_files", watched)
+        assert gc.isenabled()
+        again = run_batch(files, task, settings, progress=False)
+        assert gc.isenabled()  # on again after the batch
+        assert seen == [False, False, False]  # 3 chunks of 8 rows, each looked up with it off
+        gc.disable()
+        try:
+            once_more = run_batch(files, task, settings, progress=False)
+            assert not gc.isenabled()  # the user's choice, kept
+        finally:
+            gc.enable()
+    assert all(again.cached) and all(once_more.cached)
+    assert list(again.text) == list(once_more.text) == list(first.text)
