@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import os
@@ -46,6 +47,7 @@ from caprl_nb.errors import (
     row_error,
     warn,
 )
+from caprl_nb.fleet import Fleet, Lane, ServerMoved, check_same_checkpoint
 from caprl_nb.health import ServerWatch
 from caprl_nb.pacing import Pacer
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
@@ -118,6 +120,7 @@ class BatchResults:
         self.error_type = _strings(total)
         self.model = _strings(total)
         self.checkpoint = _strings(total)
+        self.base_url = _strings(total)  # the server that answered (or answered it first, if cached)
         self.finish_reason = _strings(total)
         self.input = _strings(total)
         self.cached = np.zeros(total, dtype=bool)
@@ -136,6 +139,7 @@ class BatchResults:
         self.error_type[i] = sys.intern(r.error_type) if r.error_type else None
         self.model[i] = sys.intern(r.model) if r.model else None
         self.checkpoint[i] = sys.intern(r.checkpoint) if r.checkpoint else None
+        self.base_url[i] = sys.intern(r.base_url) if r.base_url else None
         self.finish_reason[i] = sys.intern(r.finish_reason) if r.finish_reason else None
         self.cached[i] = r.cached
         self.latency_s[i] = np.nan if r.latency_s is None else r.latency_s
@@ -148,6 +152,7 @@ class BatchResults:
         """Rows answered by the store, many at once: as ``set(i, RowResult.from_store(hit,
         checkpoint))`` for each, without a RowResult per row."""
         text, model, finish, checkpoints = self.text, self.model, self.finish_reason, self.checkpoint
+        servers = self.base_url
         checkpoint = sys.intern(checkpoint)
         latency, prompt, completion = [], [], []
         for i, hit in zip(positions, hits):
@@ -155,6 +160,7 @@ class BatchResults:
             model[i] = sys.intern(hit.model) if hit.model else None
             finish[i] = sys.intern(hit.finish_reason) if hit.finish_reason else None
             checkpoints[i] = checkpoint
+            servers[i] = sys.intern(hit.base_url) if hit.base_url else None
             latency.append(hit.latency_s)
             prompt.append(-1 if hit.prompt_tokens is None else hit.prompt_tokens)
             completion.append(-1 if hit.completion_tokens is None else hit.completion_tokens)
@@ -187,6 +193,7 @@ class BatchResults:
             prompt_tokens=known(self.prompt_tokens[i]),
             completion_tokens=known(self.completion_tokens[i]),
             finish_reason=self.finish_reason[i], attempts=int(self.attempts[i]), input=self.input[i],
+            base_url=self.base_url[i],
         )
 
     def __iter__(self) -> Iterator[RowResult]:
@@ -258,8 +265,9 @@ class BatchRunner:
         self.notes: list[str] = []
         self.status: str | None = None  # what the batch is waiting for, if anything
         self.plan: RequestPlan | None = None
-        self.watch: ServerWatch | None = None
-        self.pacer: Pacer | None = None  # the in-flight limit, from the server's queue (see pacing)
+        self.watch: ServerWatch | None = None  # the first server's (the only one's, usually)
+        self.pacer: Pacer | None = None  # the first server's in-flight limit (see pacing)
+        self.fleet: Fleet | None = None  # every server of the call (see caprl_nb.fleet)
         self._legacy_aliases: list[str] = []
         self._writes: WriteBehind | None = None
         self._main: asyncio.Task[Any] | None = None
@@ -293,9 +301,38 @@ class BatchRunner:
             self._memo(self.store.remember_server, info)
         return info
 
+    async def _connect_all(self, clients: list[CapRLClient]) -> list[ServerInfo | None]:
+        """Every server's account of itself (None for one that does not answer, when another
+        does); all that answer must serve one checkpoint (MixedCheckpointsError otherwise)."""
+        if len(clients) == 1 or self.settings.offline:
+            return [await self._connect(clients[0])] + [None] * (len(clients) - 1)
+        found = await asyncio.gather(*(self._connect(c) for c in clients), return_exceptions=True)
+        for outcome in found:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ServerUnavailableError):
+                raise outcome  # a setting that cannot work (model, API key): say so at once
+        infos = [None if isinstance(o, BaseException) else o for o in found]
+        answered = [info for info in infos if info is not None]
+        if not answered:
+            first = found[0]
+            assert isinstance(first, BaseException)
+            raise first
+        check_same_checkpoint(answered)
+        for client, outcome in zip(clients, found):
+            if isinstance(outcome, BaseException):
+                self._note(
+                    f"The server at {client.settings.base_url} did not answer at the start ({outcome}); "
+                    f"this call went on with the others and gave it up to {self.settings.outage_timeout:g} s "
+                    "(outage_timeout=) to join."
+                )
+        return infos
+
     def _offline_identity(self) -> ServerInfo:
         assert self.store is not None
-        seen = self.store.last_server(self.settings.base_url)
+        seen = None
+        for url in self.settings.base_urls:
+            seen = self.store.last_server(url)
+            if seen is not None:
+                break
         if seen is None:
             msg = (
                 f"offline=True answers from the store as the checkpoint last served at "
@@ -312,18 +349,19 @@ class BatchRunner:
         )
         return info
 
-    async def _probe(self, client: CapRLClient) -> None:
-        """The health probe: the server answers /v1/models and still serves our checkpoint."""
+    async def _probe(self, client: CapRLClient, model: str | None) -> ServerInfo:
+        """The health probe: the server answers /v1/models and (still) serves our checkpoint."""
         assert self.plan is not None
-        info = await client.server_info(self.plan.info.model)
+        info = await client.server_info(model)
         if info.checkpoint != self.plan.checkpoint:
             msg = (
-                f"The server at {self.settings.base_url} came back serving {info.checkpoint!r}, "
+                f"The server at {client.settings.base_url} came back serving {info.checkpoint!r}, "
                 f"not {self.plan.checkpoint!r} that answered this batch's other rows; rows not "
                 "finished by then were not run. Finished rows are kept; run the call again to "
                 "do the rest with the new checkpoint."
             )
             raise CheckpointChangedError(msg)
+        return info
 
     # -- one row --------------------------------------------------------------------------
     def _known_url(self, url: str) -> images.UrlMemo | None:
@@ -430,7 +468,7 @@ class BatchRunner:
         return (positions, answers), [row for row in chunk if row[0] not in done]
 
     async def _row(
-        self, value: object, client: CapRLClient, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
+        self, value: object, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
     ) -> RowResult:
         """One row's result. A URL is identified (downloaded) in ``downloads`` when given: its
         thread only waits on the download, so it must not hold one of ``pool``'s image threads.
@@ -454,20 +492,32 @@ class BatchRunner:
                 )
                 return RowResult.failed(NotStoredError(msg), description)
             s = self.task.sampling
-            async with self._slot():
-                completion = await client.complete(
-                    model=plan.info.model,
-                    messages=self.task.messages(payload.data_url),
-                    temperature=s.temperature,
-                    top_p=s.top_p,
-                    max_tokens=plan.max_tokens,
-                    repetition_penalty=s.repetition_penalty,
-                    seed=s.seed,
-                    structured=plan.structured,
-                    processor_kwargs=payload.processor_kwargs,
-                    on_retry=self._count_retry,
-                )
+            fleet = self.fleet
+            assert fleet is not None
+            messages = self.task.messages(payload.data_url)
+            while True:  # the server with the most room; another one if it turns out to be down
+                lane = await fleet.pick()
+                info = lane.info or plan.info
+                try:
+                    async with lane.pacer.slot():
+                        completion = await lane.client.complete(
+                            model=info.model,
+                            messages=messages,
+                            temperature=s.temperature,
+                            top_p=s.top_p,
+                            max_tokens=plan.max_tokens,
+                            repetition_penalty=s.repetition_penalty,
+                            seed=s.seed,
+                            structured=plan.structured,
+                            processor_kwargs=payload.processor_kwargs,
+                            on_retry=self._count_retry,
+                        )
+                    break
+                except ServerMoved:
+                    continue  # no answer came: the request goes to another server
+            lane.answered += 1
             sent = (payload.width, payload.height)
+            del messages
             del payload
             why = _unusable(self.task, completion.text, completion.finish_reason, plan.max_tokens)
             if why is not None:
@@ -475,13 +525,12 @@ class BatchRunner:
                 # the row (details=True) for a parse failure; an empty one is just missing.
                 return RowResult(
                     text=completion.text or None, error=f"{row_error(why)} [input: {description}]",
-                    error_type=type(why).__name__, model=plan.info.model, latency_s=completion.latency_s,
+                    error_type=type(why).__name__, model=info.model, latency_s=completion.latency_s,
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
                     finish_reason=completion.finish_reason, attempts=completion.attempts,
                     input=description,
                 )
-            info = plan.info
             created_at = None
             if self._writes is not None:
                 # Written behind the batch, many rows per transaction (caprl_nb.writeback); a
@@ -500,7 +549,7 @@ class BatchRunner:
                     "created_at": created_at,
                 })
             return RowResult(
-                text=completion.text, model=plan.info.model, checkpoint=plan.checkpoint,
+                text=completion.text, model=info.model, checkpoint=plan.checkpoint,
                 latency_s=completion.latency_s,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
@@ -510,8 +559,8 @@ class BatchRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self.watch is not None and exc is self.watch.dead:
-                raise  # the batch's verdict on the server: the worker stops (see run)
+            if self.fleet is not None and exc is self.fleet.dead:
+                raise  # the batch's verdict on the servers: the worker stops (see run)
             return RowResult.failed(exc, description)
 
     # -- in the image threads: one row's input, until it is ready to send ---------------------
@@ -552,10 +601,6 @@ class BatchRunner:
         source = self._identify(value)
         return (source, *self._look_up_or_prepare(source))
 
-    def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """A place among the requests in flight (no limit beyond the workers' without a pacer)."""
-        return self.pacer.slot() if self.pacer is not None else contextlib.nullcontext()
-
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1
 
@@ -573,17 +618,19 @@ class BatchRunner:
         results = BatchResults(total)
         positions = self._unstored(values, results, on_row)  # what the store answers is done
         pending: dict[int, object] = {}  # rows taken by a worker and not finished
-        workers = max(1, min(self.settings.concurrency, total))
+        urls = self.settings.base_urls
+        # concurrency= is per server: each one's pacer caps its own requests in flight.
+        workers = max(1, min(self.settings.concurrency * len(urls), total))
         threads = max(2, min(8, (os.cpu_count() or 2)))
 
         async def worker() -> None:
-            assert self.watch is not None
+            assert self.fleet is not None
             for position, value in positions:
                 pending[position] = value
                 try:
-                    result = await self._row(value, client, pool, downloads)
+                    result = await self._row(value, pool, downloads)
                 except ServerUnavailableError as exc:
-                    if exc is not self.watch.dead:
+                    if exc is not self.fleet.dead:
                         raise
                     break  # left for the one verdict below, with the rows never started
                 del pending[position]
@@ -597,41 +644,60 @@ class BatchRunner:
         # Answers are written behind the batch; all of them before run() returns, however it ends.
         self._writes = WriteBehind(self.store, self._note) if self.store is not None else None
         try:
-            async with CapRLClient(self.settings) as client:
-                info = await self._connect(client)
-                self.plan, notes = plan_request(self.task, info, self.settings.preset)
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [
+                    await stack.enter_async_context(CapRLClient(self.settings.for_server(url))) for url in urls
+                ]
+                infos = await self._connect_all(clients)
+                first = next(info for info in infos if info is not None)
+                known_lens = [i.max_model_len for i in infos if i is not None and i.max_model_len]
+                if len(known_lens) > 1:  # answers must fit the smallest context of them all
+                    first = dataclasses.replace(first, max_model_len=min(known_lens))
+                self.plan, notes = plan_request(self.task, first, self.settings.preset)
                 for note in notes:
                     self._note(note)
                 if self.store is not None:
                     self._legacy_aliases = self.store.adopted_aliases(self.plan.checkpoint)
-
-                async def probe() -> None:
-                    await self._probe(client)
-
-                self.watch = ServerWatch(probe, self.settings.base_url, self.settings.outage_timeout,
-                                         on_change=self._say)
-                client.watch = self.watch
-                self.pacer = Pacer(workers, client.metrics)
+                lanes = [self._lane(client, info, workers) for client, info in zip(clients, infos)]
+                self.fleet = Fleet(lanes, on_change=self._say)
+                self.watch, self.pacer = lanes[0].watch, lanes[0].pacer
+                for lane, info in zip(lanes, infos):
+                    if info is None:  # did not answer at the start: joins when it does
+                        self.fleet.mark_down(lane, ServerUnavailableError(f"{lane.name} did not answer"))
                 with (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-image") as pool,
                       ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-download") as downloads):
                     tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
-                    pacing = asyncio.ensure_future(self.pacer.run())
+                    pacing = [asyncio.ensure_future(lane.pacer.run()) for lane in lanes]
                     try:
                         await asyncio.gather(*tasks)
                     finally:
                         # Collect every worker, so none is left running or "never retrieved"
                         # (no TaskGroup before Python 3.11).
-                        tasks.append(pacing)
+                        tasks += pacing
                         for task in tasks:
                             task.cancel()
                         await asyncio.gather(*tasks, return_exceptions=True)
-                        self.watch.close()
+                        self.fleet.close()
         finally:
             if self._writes is not None:
                 self._writes.close()
-        if self.watch.dead is not None:
-            self._give_up(results, pending, values, self.watch.dead)
+        assert self.fleet is not None
+        if self.fleet.dead is not None:
+            self._give_up(results, pending, values, self.fleet.dead)
         return results
+
+    def _lane(self, client: CapRLClient, info: ServerInfo | None, workers: int) -> Lane:
+        """One server's client, health watch and pacer."""
+        lane: Lane | None = None
+
+        async def probe() -> None:
+            assert lane is not None
+            lane.info = await self._probe(client, lane.info.model if lane.info else self.settings.model)
+
+        watch = ServerWatch(probe, client.settings.base_url, self.settings.outage_timeout, on_change=self._say)
+        lane = Lane(client=client, pacer=Pacer(min(workers, self.settings.concurrency), client.metrics),
+                    watch=watch, probe=probe, info=info)
+        return lane
 
     def _give_up(
         self, results: BatchResults, pending: dict[int, object], values: Iterable[object],
@@ -751,6 +817,10 @@ def _update(bar: Any, runner: BatchRunner) -> None:
         return
     if runner.done > bar.n:
         bar.update(runner.done - bar.n)
-        bar.set_postfix(
-            errors=runner.failed, cached=runner.cached, retries=runner.retries, refresh=False
-        )
+        fields: dict[str, Any] = {"errors": runner.failed, "cached": runner.cached, "retries": runner.retries}
+        fleet = runner.fleet
+        if fleet is not None and fleet.several:  # answers per server: who is pulling its weight
+            fields["servers"] = " ".join(
+                f"{lane.name}={lane.answered}{'' if lane.usable else '(down)'}" for lane in fleet.lanes
+            )
+        bar.set_postfix(fields, refresh=False)

@@ -105,7 +105,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     task = ask_task(args.ask, **sampling) if args.ask else caption_task(args.prompt, **sampling)
-    _say(f"{task.name}: {len(files)} image(s) -> {args.base_url or resolve_settings().base_url}")
+    where = ", ".join(args.base_url) if args.base_url else resolve_settings().base_url.replace(",", ", ")
+    _say(f"{task.name}: {len(files)} image(s) -> {where}")
     result = run_task(
         pd.Series(files, name="path"), task, details=True, errors="coerce", report=False,
         cache=not args.no_cache, progress=not args.quiet, **_settings(args),
@@ -346,7 +347,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser -----------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base-url", help="OpenAI-compatible root (default: CAPRL_BASE_URL or http://localhost:8000/v1)")
+    parser.add_argument(
+        "--base-url", action="append",
+        help="OpenAI-compatible root (default: CAPRL_BASE_URL or http://localhost:8000/v1); "
+        "repeat it to spread the work over several servers serving the same checkpoint",
+    )
     parser.add_argument("--model", help="served model id (default: the one the server lists)")
     parser.add_argument(
         "--preset", help="model family when the checkpoint's name does not say: qwen2.5-vl, qwen3-vl, internvl3.5"

@@ -299,6 +299,8 @@ class CapRLClient:
     """
 
     def __init__(self, settings: Settings, watch: Watch | None = None) -> None:
+        if len(settings.base_urls) > 1:  # one client is one server (caprl_nb.fleet has several)
+            settings = settings.for_server(settings.base_urls[0])
         self.settings = settings
         # Server health shared by a whole batch: a request that cannot reach the server waits
         # for it (or for the batch's verdict that it is gone) instead of spending its retries.
@@ -539,8 +541,11 @@ async def fetch_server_info(
     """What the server at ``settings.base_url`` serves; ServerUnavailableError when nothing answers.
 
     ``client`` asks ``/v1/models``, ``http`` asks ``/version`` (the client ``client`` runs on,
-    when given); without ``client`` both are made here, as one, and closed on return.
+    when given); without ``client`` both are made here, as one, and closed on return. Of
+    several servers, the first is asked.
     """
+    if len(settings.base_urls) > 1:
+        settings = settings.for_server(settings.base_urls[0])
     own = client is None
     timeout = min(settings.read_timeout, INFO_TIMEOUT)
     if client is None:

@@ -56,6 +56,7 @@ def default_home() -> Path:
 class Settings:
     """Everything the client needs to reach a server and pace a batch."""
 
+    # One server, or several: a list or comma-separated URLs (CAPRL_BASE_URL=a,b); see base_urls.
     base_url: str = DEFAULT_BASE_URL
     model: str | None = None
     api_key: str = "EMPTY"
@@ -84,12 +85,25 @@ class Settings:
     offline: bool = False
 
     def __post_init__(self) -> None:
-        if not str(self.base_url).startswith(("http://", "https://")):
+        given = self.base_url
+        if isinstance(given, (list, tuple)):
+            urls = [str(u).strip() for u in given]
+        else:
+            urls = [u.strip() for u in str(given).split(",")]
+        if not urls or any(not u for u in urls):
             raise ConfigError(
-                f"base_url must start with http:// or https://, got {self.base_url!r}. "
-                "Use the OpenAI-compatible root of the server, e.g. http://localhost:8000/v1."
+                f"base_url has an empty entry ({given!r}). Give one URL, a list of URLs, or "
+                "comma-separated URLs, e.g. http://gpu1:8000/v1,http://gpu2:8000/v1."
             )
-        object.__setattr__(self, "base_url", str(self.base_url).rstrip("/"))
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"base_url must start with http:// or https://, got {url!r}. "
+                    "Use the OpenAI-compatible root of the server, e.g. http://localhost:8000/v1."
+                )
+        urls = list(dict.fromkeys(u.rstrip("/") for u in urls))  # the same server once
+        # Several servers are kept as one comma-separated string (see base_urls).
+        object.__setattr__(self, "base_url", ",".join(urls))
         object.__setattr__(self, "home", Path(self.home).expanduser())
         for name in ("concurrency",):
             value = getattr(self, name)
@@ -127,9 +141,19 @@ class Settings:
         return self.home / "results.sqlite3"
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every server of the call (``base_url=`` may name several: a list, or commas)."""
+        return tuple(self.base_url.split(","))
+
+    def for_server(self, base_url: str) -> Settings:
+        """These settings for one of :attr:`base_urls`."""
+        return dataclasses.replace(self, base_url=base_url)
+
+    @property
     def server_root(self) -> str:
-        """The server's origin, where vLLM answers /health, /version and /metrics."""
-        url = self.base_url
+        """The server's origin, where vLLM answers /health, /version and /metrics (the first
+        server's, when there are several)."""
+        url = self.base_urls[0]
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
 

@@ -28,8 +28,8 @@ __all__ = [
 Errors = Literal["coerce", "raise"]
 
 DETAIL_COLUMNS = (
-    "error", "error_type", "cached", "model", "checkpoint", "latency_s", "prompt_tokens", "completion_tokens",
-    "finish_reason", "attempts",
+    "error", "error_type", "cached", "model", "checkpoint", "base_url", "latency_s", "prompt_tokens",
+    "completion_tokens", "finish_reason", "attempts",
 )
 
 
@@ -149,6 +149,7 @@ def _frame(results: BatchResults, index: pd.Index, output: str) -> pd.DataFrame:
             "cached": results.cached,
             "model": pd.array(results.model, dtype="string"),
             "checkpoint": pd.array(results.checkpoint, dtype="string"),
+            "base_url": pd.array(results.base_url, dtype="string"),
             "latency_s": pd.arrays.FloatingArray(latency, mask=np.isnan(latency)),
             "prompt_tokens": counts(results.prompt_tokens),
             "completion_tokens": counts(results.completion_tokens),
@@ -196,7 +197,8 @@ def caption(
     ``images``: a Series (its index is kept) or any sequence of paths, URLs, bytes, data URLs,
     PIL images or arrays. ``details=True`` returns a DataFrame with ``caption`` plus
     ``error``, ``error_type`` (the :mod:`caprl_nb.errors` class name), ``cached``, ``model``
-    (the served alias), ``checkpoint`` (the weights that answered), ``latency_s``,
+    (the served alias), ``checkpoint`` (the weights that answered), ``base_url`` (the server
+    that answered: one of several when ``base_url=`` names several), ``latency_s``,
     ``prompt_tokens``, ``completion_tokens``,
     ``finish_reason`` and ``attempts``. ``errors="raise"`` raises one :class:`BatchError`
     carrying every failed row after the whole batch ran (everything good is stored).

@@ -36,12 +36,13 @@ def test_caption_series_aligned_on_index(sim: VLLMSimulator, frame: pd.DataFrame
 def test_details_columns_and_dtypes(sim: VLLMSimulator, frame: pd.DataFrame) -> None:
     with pytest.warns(CapRLWarning):
         out = frame.caprl.caption("img", details=True, base_url=sim.base_url, max_tokens=8, progress=False)
-    assert list(out.columns[:10]) == [
-        "caption", "error", "error_type", "cached", "model", "checkpoint", "latency_s",
+    assert list(out.columns[:11]) == [
+        "caption", "error", "error_type", "cached", "model", "checkpoint", "base_url", "latency_s",
         "prompt_tokens", "completion_tokens", "finish_reason",
     ]
     ok = out["error"].isna()
     assert (out.loc[ok, "checkpoint"] == sim.root).all() and (out.loc[ok, "model"] == "caprl").all()
+    assert (out.loc[ok, "base_url"] == sim.base_url).all()
     assert out.index.equals(frame.index)
     assert out["cached"].dtype == bool and out["prompt_tokens"].dtype == "Int64"
     assert pd.isna(out.loc["e", "caption"]) and "nope.png" in out.loc["e", "error"]

@@ -46,6 +46,19 @@ def test_caption_folder_to_jsonl(sim: VLLMSimulator, folder: Path, tmp_path: Pat
     assert "5/5" in done.stderr  # progress goes to stderr
 
 
+def test_caption_over_two_servers_with_repeated_base_url(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with VLLMSimulator(latency=0.05) as a, VLLMSimulator(latency=0.05) as b:
+        done = _cli("caption", str(folder), "-o", str(out), "--max-tokens", "8", "--concurrency", "2",
+                    "--base-url", a.base_url, "--base-url", b.base_url)
+        assert done.returncode == 0, done.stderr
+        assert f"5 image(s) -> {a.base_url}, {b.base_url}" in done.stderr
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert all(r["caption"] and r["error"] is None for r in rows)
+        assert {r["base_url"] for r in rows} <= {a.base_url, b.base_url}
+        assert len(a.requests) + len(b.requests) == 5 and a.requests and b.requests
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_other_formats_and_rerun_is_cached(sim: VLLMSimulator, folder: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"out{suffix}"

@@ -60,7 +60,7 @@ def test_details_add_raw_text_and_provenance(sim: VLLMSimulator, frame: pd.DataF
         out = frame.caprl.extract("image", Receipt, base_url=sim.base_url, progress=False,
                                   details=True)
     assert list(out.columns) == ["shop", "total", "items", "paid", "error", "error_type", "raw",
-                                 "cached", "model", "checkpoint", "latency_s", "prompt_tokens",
+                                 "cached", "model", "checkpoint", "base_url", "latency_s", "prompt_tokens",
                                  "completion_tokens", "finish_reason", "attempts"]
     assert (out["error_type"] == "ParseError").all()
     assert out["raw"].str.startswith("sim caption").all()
