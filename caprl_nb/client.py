@@ -40,8 +40,8 @@ from caprl_nb.errors import (
 from caprl_nb.transport import ConnectionPool, proxied
 
 __all__ = [
-    "CapRLClient", "Completion", "ServerInfo", "StatusError", "Watch", "fetch_plain", "fetch_server_info",
-    "is_healthy", "request_body", "retry_delay",
+    "CapRLClient", "Completion", "ServerInfo", "StatusError", "Watch", "chat_fields", "fetch_plain",
+    "fetch_server_info", "is_healthy", "request_body", "retry_delay",
 ]
 
 T = TypeVar("T")
@@ -286,6 +286,37 @@ def request_body(fields: dict[str, Any]) -> bytes:
     return b"".join(pieces)
 
 
+def chat_fields(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    repetition_penalty: float,
+    seed: int | None = None,
+    structured: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON fields of one chat completion request, as :meth:`CapRLClient.complete` sends them
+    (and :func:`caprl_nb.chat.chat_request` shows them)."""
+    extra: dict[str, Any] = {"repetition_penalty": repetition_penalty}
+    if seed is not None:
+        extra["seed"] = seed
+    if processor_kwargs:
+        extra["mm_processor_kwargs"] = processor_kwargs
+    kwargs: dict[str, Any] = {}
+    for key, value in (structured or {}).items():
+        if key == "response_format":
+            kwargs[key] = value
+        else:
+            extra[key] = value
+    return {
+        "model": model, "messages": messages, "temperature": temperature, "top_p": top_p,
+        "max_tokens": max_tokens, **kwargs, **extra,
+    }
+
+
 class CapRLClient:
     """One async connection pool to one server; use as an async context manager.
 
@@ -432,21 +463,11 @@ class CapRLClient:
         ``processor_kwargs`` go to vLLM's multimodal processor for this request only
         (``mm_processor_kwargs``, e.g. InternVL's ``max_dynamic_patch``).
         """
-        extra: dict[str, Any] = {"repetition_penalty": repetition_penalty}
-        if seed is not None:
-            extra["seed"] = seed
-        if processor_kwargs:
-            extra["mm_processor_kwargs"] = processor_kwargs
-        kwargs: dict[str, Any] = {}
-        for key, value in (structured or {}).items():
-            if key == "response_format":
-                kwargs[key] = value
-            else:
-                extra[key] = value
-        fields: dict[str, Any] = {
-            "model": model, "messages": messages, "temperature": temperature, "top_p": top_p,
-            "max_tokens": max_tokens, **kwargs, **extra,
-        }
+        fields = chat_fields(
+            model=model, messages=messages, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            repetition_penalty=repetition_penalty, seed=seed, structured=structured,
+            processor_kwargs=processor_kwargs,
+        )
         body = request_body(fields)
         del fields
         started = time.perf_counter()

@@ -2,12 +2,13 @@
 
 vLLM's ``/metrics`` says how many requests it is running (``vllm:num_requests_running``) and
 how many wait for a slot (``vllm:num_requests_waiting``). A batch sends at most ``limit``
-requests at once. The limit starts at :data:`START` and doubles at every poll while the server
-runs most of them and nothing waits (slow start); once requests wait, it grows by a sixteenth per poll while the
-queue stays under its target. When more than twice the target wait, it drops to what runs plus
-the target. The target is a small queue, an eighth of what runs and at least
-:data:`MIN_QUEUE`, so a slot that frees up always finds a request ready and the server never
-holds hundreds of requests it cannot start (each one decoded images and memory on its side).
+requests at once. The limit starts at :data:`START` and doubles at every poll (20 a second)
+while the server has taken at least half of them and nothing waits (slow start); once requests
+wait, it grows by a sixteenth per poll while the queue stays under its target. When more than
+twice the target wait, it drops to what runs plus the target. The target is a small queue, an
+eighth of what runs and at least :data:`MIN_QUEUE`, so a slot that frees up always finds a
+request ready and the server never holds hundreds of requests it cannot start (each one decoded
+images and memory on its side).
 
 ``concurrency`` bounds the limit: the default (256) lets the server set the pace; a value the
 user chose is a hard cap. A server without ``/metrics`` (or without those gauges) gets
@@ -25,7 +26,7 @@ __all__ = ["MIN_QUEUE", "START", "Pacer", "queue_depth"]
 
 START = 16  # requests in flight before the server has said anything about its queue
 MIN_QUEUE = 4  # the smallest queue kept waiting at the server
-POLL_S = 0.1  # between two reads of /metrics while the limit is still doubling
+POLL_S = 0.05  # between two reads of /metrics while the limit is still doubling
 STEADY_POLL_S = 0.25  # and afterwards
 
 _RUNNING = "vllm:num_requests_running"
@@ -115,7 +116,7 @@ class Pacer:
             return self.limit
         if not self._slow_start:
             return self.limit + max(1, self.limit // 16)
-        if 4 * running >= 3 * self.limit:
+        if 2 * (running + waiting) >= self.limit:  # the server has taken most of what was sent
             return self.limit * 2
         # The server has not read most of the last step's requests yet (a loaded machine):
         # grow by a quarter rather than wait for it, or hold a fast server back.
