@@ -29,7 +29,7 @@ from caprl_nb.plan import RequestPlan, plan_request
 from caprl_nb.prompts import Task, caption_task
 from caprl_nb.store import ResultStore
 
-__all__ = ["DEFAULT_CHECKPOINT", "ChatRequest", "chat_request"]
+__all__ = ["DEFAULT_CHECKPOINT", "ChatRequest", "chat_request", "store_engine_answer"]
 
 DEFAULT_CHECKPOINT = "internlm/CapRL-3B"
 
@@ -52,7 +52,8 @@ class ChatRequest:
     def engine_row(self) -> dict[str, Any]:
         """The row Ray Data LLM's vLLM engine stage takes: ``messages`` and ``sampling_params``
         (plus ``mm_processor_kwargs`` and the structured-output fields when the request has
-        them). The image stays a base64 data URL inside ``messages``."""
+        them), and the ``caprl_*`` columns :func:`store_engine_answer` needs to store the
+        answer without preparing the image again. The image stays a base64 data URL."""
         f = self.fields
         row: dict[str, Any] = {
             "messages": f["messages"],
@@ -61,6 +62,10 @@ class ChatRequest:
         for extra in ("mm_processor_kwargs", "response_format", "guided_json"):
             if extra in f:
                 row[extra] = f[extra]
+        row.update(
+            caprl_key=self.key, caprl_image_sha256=self.image_sha256, caprl_input=self.input,
+            caprl_sent_width=self.sent_size[0], caprl_sent_height=self.sent_size[1],
+        )
         return row
 
     def store(
@@ -70,15 +75,53 @@ class ChatRequest:
     ) -> None:
         """Write one answer to ``store`` as a batch would, so ``df.caprl.caption`` and the gallery
         find it (keyed by the checkpoint, not by where it ran)."""
-        info = self.plan.info
-        store.put(
-            key=self.key, task=self.task.name, image_sha256=self.image_sha256, input=self.input,
-            model=info.model, model_root=info.root, checkpoint=self.plan.checkpoint, base_url=base_url,
-            server_version=info.version, params={**self.plan.request, "max_model_len": info.max_model_len},
-            text=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, latency_s=latency_s, sent_width=self.sent_size[0],
-            sent_height=self.sent_size[1], created_at=time.time(),
-        )
+        _put(store, self.plan, self.task, self.engine_row(), text, finish_reason, prompt_tokens,
+             completion_tokens, latency_s, base_url)
+
+
+def _put(
+    store: ResultStore, plan: RequestPlan, task: Task, row: dict[str, Any], text: str, finish_reason: str | None,
+    prompt_tokens: int | None, completion_tokens: int | None, latency_s: float | None, base_url: str,
+) -> None:
+    info = plan.info
+    store.put(
+        key=row["caprl_key"], task=task.name, image_sha256=row["caprl_image_sha256"], input=row["caprl_input"],
+        model=info.model, model_root=info.root, checkpoint=plan.checkpoint, base_url=base_url,
+        server_version=info.version, params={**plan.request, "max_model_len": info.max_model_len},
+        text=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        latency_s=latency_s, sent_width=int(row["caprl_sent_width"]), sent_height=int(row["caprl_sent_height"]),
+        created_at=time.time(),
+    )
+
+
+def _plan(
+    checkpoint: str, max_model_len: int | None, task: Task | None, model: str, preset: str | None,
+    vllm_version: str | None,
+) -> tuple[Task, RequestPlan]:
+    task = task or caption_task()
+    info = ServerInfo(
+        base_url="", model=model, root=checkpoint, max_model_len=max_model_len, version=vllm_version,
+        models=(model,),
+    )
+    plan, _notes = plan_request(task, info, preset)
+    return task, plan
+
+
+def store_engine_answer(
+    store: ResultStore, row: dict[str, Any], text: str, *, checkpoint: str = DEFAULT_CHECKPOINT,
+    max_model_len: int | None = 32768, task: Task | None = None, model: str = DEFAULT_SERVED_NAME,
+    preset: str | None = None, vllm_version: str | None = "0.32.0", finish_reason: str | None = "stop",
+    prompt_tokens: int | None = None, completion_tokens: int | None = None, base_url: str = "ray-data-llm",
+) -> bool:
+    """Store the answer to a row made by :meth:`ChatRequest.engine_row` (its ``caprl_*`` columns),
+    with the same settings that made it, without preparing the image again: e.g. a Ray Data LLM
+    job's output rows, with ``text=row["generated_text"]``. An empty answer is not stored (a
+    re-run asks again); returns whether it was."""
+    if not text or not str(text).strip():
+        return False
+    task, plan = _plan(checkpoint, max_model_len, task, model, preset, vllm_version)
+    _put(store, plan, task, row, text, finish_reason, prompt_tokens, completion_tokens, None, base_url)
+    return True
 
 
 def chat_request(
@@ -94,12 +137,7 @@ def chat_request(
     """The request ``df.caprl.caption`` would send for ``image`` to a vLLM server that loaded
     ``checkpoint`` with ``max_model_len`` (the image budget and ``max_tokens`` are fitted to it
     the same way), for ``task`` (default: CapRL's caption request)."""
-    task = task or caption_task()
-    info = ServerInfo(
-        base_url="", model=model, root=checkpoint, max_model_len=max_model_len, version=vllm_version,
-        models=(model,),
-    )
-    plan, _notes = plan_request(task, info, preset)
+    task, plan = _plan(checkpoint, max_model_len, task, model, preset, vllm_version)
     source = images.identify(image)
     payload = images.prepare(source, plan.preset, max_image_tokens=plan.image_budget)
     s = task.sampling

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import caprl_nb
-from caprl_nb.chat import chat_request
+from caprl_nb.chat import chat_request, store_engine_answer
 from caprl_nb.prompts import caption_task
 from caprl_nb.store import ResultStore
 
@@ -62,9 +62,16 @@ def test_an_answer_stored_from_elsewhere_is_found_by_caption(pictures: list[str]
     home = tmp_path / "h"
     with VLLMSimulator(max_model_len=32768) as sim:
         store = ResultStore(home / "results.sqlite3")
-        for path in pictures:
+        for i, path in enumerate(pictures):
             request = chat_request(path, checkpoint=sim.root, max_model_len=32768, vllm_version=sim.version)
-            request.store(store, f"engine answer for {Path(path).name}", completion_tokens=5)
+            answer = f"engine answer for {Path(path).name}"
+            if i % 2:
+                request.store(store, answer, completion_tokens=5)
+            else:  # as a Ray Data LLM job's output row comes back: the engine row plus its text
+                row = {**request.engine_row(), "generated_text": answer}
+                assert store_engine_answer(store, row, row["generated_text"], checkpoint=sim.root,
+                                           vllm_version=sim.version)
+        assert not store_engine_answer(store, row, "  ", checkpoint=sim.root)  # an empty answer is not kept
         store.close()
         out = caprl_nb.caption(pd.Series(pictures), base_url=sim.base_url, home=home, progress=False, details=True)
         assert not sim.requests  # every row came from the store
