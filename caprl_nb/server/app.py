@@ -33,7 +33,8 @@ class CapRLApp(ExtensionApp):
     base_url = Unicode(
         None, allow_none=True, config=True,
         help="OpenAI-compatible root of the CapRL vLLM server (default: CAPRL_BASE_URL, then "
-        "http://localhost:8000/v1). The only server that receives api_key.",
+        "http://localhost:8000/v1); several servers serving the same checkpoint, comma-separated, "
+        "share the work. The only servers that receive api_key.",
     )
     model = Unicode(
         None, allow_none=True, config=True,

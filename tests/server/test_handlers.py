@@ -103,6 +103,23 @@ async def test_caption_a_file(jp_fetch, sim_env: VLLMSimulator, picture: str) ->
     assert recent["results"][0]["text"] == doc["caption"][:300]
 
 
+async def test_caption_over_the_servers_of_a_comma_separated_base_url(
+    jp_fetch, jp_root_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with VLLMSimulator() as a, VLLMSimulator() as b:
+        monkeypatch.setenv("CAPRL_BASE_URL", f"{a.base_url},{b.base_url}")
+        answered = set()
+        for i in range(6):
+            Image.new("RGB", (40 + i, 30), "teal").save(jp_root_dir / f"p{i}.png")
+            code, doc = await _json(jp_fetch, "caprl", "caption", method="POST", body={"path": f"p{i}.png"})
+            assert code == 200 and doc["checkpoint"] == a.root
+            answered.add(doc["base_url"])
+        assert answered <= {a.base_url, b.base_url}
+        assert len(a.requests) + len(b.requests) == 6
+        code, status = await _json(jp_fetch, "caprl", "status")
+        assert code == 200 and status["state"] == "up"  # the first server's status
+
+
 @pytest.mark.parametrize(
     ("path", "status", "fragment"),
     [
