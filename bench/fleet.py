@@ -30,23 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.request_path import Simulator  # noqa: E402 - after the path is set
-
-
-def make_jpegs(folder: Path, n: int) -> list[str]:
-    """``n`` distinct 160x120 JPEGs (a few KB each)."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(5)
-    paths = []
-    for i in range(n):
-        pixels = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
-        path = folder / f"img{i:05d}.jpg"
-        Image.fromarray(pixels).save(path, "JPEG", quality=70)
-        paths.append(str(path))
-    return paths
+from bench.request_path import Simulator, make_jpegs  # noqa: E402 - after the path is set
 
 
 def caption(files: list[str], base_url: list[str], capacity: int) -> tuple[float, int, dict[str, int]]:
@@ -77,7 +61,7 @@ def main() -> None:
     import caprl_nb  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_jpegs(Path(tmp) / "images", args.rows)
+        files = make_jpegs(Path(tmp) / "images", args.rows, size=(160, 120), quality=70, seed=5, stem="img")
         a, b = Simulator(args.latency, args.capacity), Simulator(args.latency, args.capacity)
         print(f"{args.rows} JPEGs 160x120; two simulators, each C={args.capacity}, L={args.latency:g} s "
               f"(C/L = {bound:g} img/s each); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")

@@ -74,18 +74,20 @@ class Simulator:
         self.proc.wait(timeout=30)
 
 
-def make_jpegs(folder: Path, n: int) -> list[str]:
-    """``n`` distinct 800x600 noise JPEGs of about 340 KB each."""
+def make_jpegs(
+    folder: Path, n: int, size: tuple[int, int] = (800, 600), quality: int = 85, seed: int = 11, stem: str = "photo",
+) -> list[str]:
+    """``n`` distinct noise JPEGs (800x600 at q85: about 340 KB each)."""
     import numpy as np
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
-        pixels = rng.integers(0, 256, size=(600, 800, 3), dtype=np.uint8)
-        path = folder / f"photo{i:05d}.jpg"
-        Image.fromarray(pixels).save(path, "JPEG", quality=85)
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        path = folder / f"{stem}{i:05d}.jpg"
+        Image.fromarray(pixels).save(path, "JPEG", quality=quality)
         paths.append(str(path))
     return paths
 

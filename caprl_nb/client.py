@@ -444,30 +444,16 @@ class CapRLClient:
 
     # -- calls ----------------------------------------------------------------------------
     async def complete(
-        self,
-        *,
-        model: str,
-        messages: list[dict[str, Any]],
-        temperature: float,
-        top_p: float,
-        max_tokens: int,
-        repetition_penalty: float,
-        seed: int | None = None,
-        structured: dict[str, Any] | None = None,
-        processor_kwargs: dict[str, Any] | None = None,
-        on_retry: Callable[[int, BaseException, float], None] | None = None,
+        self, *, on_retry: Callable[[int, BaseException, float], None] | None = None, **request: Any
     ) -> Completion:
         """One chat completion with retries; raises a ServerError subclass when it gives up.
 
-        ``structured`` holds the fields that constrain the answer (see Task.structured_request);
-        ``processor_kwargs`` go to vLLM's multimodal processor for this request only
-        (``mm_processor_kwargs``, e.g. InternVL's ``max_dynamic_patch``).
+        ``request`` is :func:`chat_fields`'s keyword arguments (``model``, ``messages``,
+        sampling; ``structured`` holds the fields that constrain the answer, see
+        Task.structured_request; ``processor_kwargs`` go to vLLM's multimodal processor for this
+        request only, ``mm_processor_kwargs``, e.g. InternVL's ``max_dynamic_patch``).
         """
-        fields = chat_fields(
-            model=model, messages=messages, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-            repetition_penalty=repetition_penalty, seed=seed, structured=structured,
-            processor_kwargs=processor_kwargs,
-        )
+        fields = chat_fields(**request)
         body = request_body(fields)
         del fields
         started = time.perf_counter()
