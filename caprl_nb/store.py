@@ -589,3 +589,11 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- bulk import (caprl_nb.store_import) ----------------------------------------------
+    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
+        """``INSERT OR IGNORE`` ``rows`` into ``table`` in one committed transaction: rows whose
+        key is already here are left as they are. Returns how many rows were new."""
+        names = ", ".join(columns)
+        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+        return self._use(lambda db: db.executemany(sql, rows).rowcount, write=True)
