@@ -133,15 +133,16 @@ def test_bytes_and_read_images_arrays(sim: VLLMSimulator, image_files: list[str]
 
     blobs = [Path(p).read_bytes() for p in image_files[:4]] + [b"not an image", b""]
     pq.write_table(pa.table({"id": list(range(len(blobs))), "image": blobs}), tmp_path / "b.parquet")
-    got = _caption(ray.data.read_parquet(str(tmp_path / "b.parquet")), "image", sim, tmp_path / "h1")
+    parquet = ray.data.read_parquet(str(tmp_path / "b.parquet"), override_num_blocks=1)
+    got = _caption(parquet, "image", sim, tmp_path / "h1", concurrency=1)
     assert got["id"].tolist() == list(range(len(blobs)))
     _same_as_pandas(got, _pandas(blobs, sim, tmp_path / "h2"))
     assert got["error_type"].tolist()[4:] == ["ImageDecodeError", "ImageDecodeError"]
     assert got["caption"].iloc[:4].notna().all()
 
     folder = Path(image_files[0]).parent
-    read = ray.data.read_images(str(folder), include_paths=True)
-    got = _caption(read, "image", sim, tmp_path / "h3").sort_values("path")
+    read = ray.data.read_images(str(folder), include_paths=True, override_num_blocks=2)
+    got = _caption(read, "image", sim, tmp_path / "h3", concurrency=1).sort_values("path")
     arrays = [np.asarray(Image.open(p)) for p in sorted(image_files)]
     _same_as_pandas(got, _pandas(arrays, sim, tmp_path / "h4"))
     assert got["caption"].notna().all()
@@ -156,7 +157,7 @@ def test_broken_inputs_are_error_rows_not_a_failed_job(
     sim.fail_image(hashlib.sha256(Path(rejected).read_bytes()).hexdigest()[:16], Fault("status", 400))
     values = [image_files[0], str(tmp_path / "missing.png"), str(text), None, rejected, image_files[2]]
     ds = ray.data.from_pandas(pd.DataFrame({"path": pd.Series(values, dtype=object)}))
-    got = _caption(ds, "path", sim, tmp_path / "home")
+    got = _caption(ds, "path", sim, tmp_path / "home", concurrency=1)
     assert _plain(got["error_type"]) == [
         None, "ImageNotFoundError", "ImageDecodeError", "UnsupportedImageError", "RequestRejectedError", None,
     ]
