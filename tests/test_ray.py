@@ -226,3 +226,57 @@ def _url(request: dict[str, Any]) -> str:
 
 def _sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_ask_equals_the_pandas_path(sim: VLLMSimulator, image_files: list[str], tmp_path: Path) -> None:
+    ds = ray.data.from_items([{"path": p} for p in image_files[:3]])
+    out = caprl_nb.ray.ask(
+        ds, "path", "What is in the picture?", base_url=sim.base_url, home=str(tmp_path / "h1"),
+        max_tokens=8, concurrency=1, ray_args={"num_cpus": 0.5},
+    ).to_pandas().sort_values("path")
+    expected = caprl_nb.ask(
+        sorted(image_files[:3]), "What is in the picture?", base_url=sim.base_url,
+        home=str(tmp_path / "h2"), max_tokens=8, details=True, progress=False,
+    )
+    assert isinstance(expected, pd.DataFrame)
+    assert list(out.columns) == ["path", "answer", *DETAIL_COLUMNS]
+    assert out["answer"].tolist() == expected["answer"].tolist()
+
+
+
+def test_extract_rows_carry_the_schema_fields_and_parse_errors(
+    sim: VLLMSimulator, image_files: list[str], tmp_path: Path
+) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+    ds = ray.data.from_items([{"path": p} for p in image_files[:2]])
+    out = caprl_nb.ray.extract(
+        ds, "path", schema, base_url=sim.base_url, home=str(tmp_path / "h"), max_tokens=8,
+        concurrency=1, ray_args={"num_cpus": 0.5},
+    ).to_pandas()
+    # The simulator answers with tags, not JSON: each row a ParseError, as in the pandas path.
+    assert list(out.columns)[:4] == ["path", "title", "error", "error_type"]
+    assert _plain(out["error_type"]) == ["ParseError", "ParseError"]
+    assert out["title"].isna().all()
+    assert len(sim.requests) == 2
+
+@pytest.mark.vllm
+def test_real_vllm_same_captions_as_pandas_and_a_rerun_is_free(vllm_server: str, tmp_path: Path) -> None:
+    from tests.test_vllm_e2e import _completed_requests
+
+    files = make_images(tmp_path / "i", 6)
+    options: dict[str, Any] = {"base_url": vllm_server, "max_tokens": 8, "temperature": 0.0, "seed": 1}
+    expected = caprl_nb.caption(files, details=True, progress=False, home=str(tmp_path / "h1"), **options)
+    assert isinstance(expected, pd.DataFrame)
+    assert expected["error"].isna().all()
+    ds = ray.data.from_items([{"id": i, "path": p} for i, p in enumerate(files)])
+    got = caprl_nb.ray.caption(
+        ds, "path", home=str(tmp_path / "h2"), concurrency=2, batch_size=3,
+        ray_args={"num_cpus": 0.5}, **options,
+    ).to_pandas().sort_values("id")
+    _same_as_pandas(got, expected)
+    before = _completed_requests(vllm_server)
+    again = caprl_nb.ray.caption(
+        ds, "path", home=str(tmp_path / "h2"), concurrency=1, ray_args={"num_cpus": 0.5}, **options
+    ).to_pandas()
+    assert _completed_requests(vllm_server) == before  # no request reached vLLM
+    assert again["cached"].all()
