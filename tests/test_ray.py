@@ -86,13 +86,13 @@ def ordered() -> Iterator[None]:
     options.preserve_order = before
 
 
-def _caption(ds: Any, column: str, sim: VLLMSimulator, home: Path, **kw: Any) -> pd.DataFrame:
+def _caption(ds: Any, column: str, base_url: str | list[str], home: Path, **kw: Any) -> pd.DataFrame:
     kw.setdefault("concurrency", 2)
     kw.setdefault("batch_size", 4)
     # Half a CPU per actor: two actors and a read task fit the cluster's two CPUs.
     kw.setdefault("ray_args", {"num_cpus": 0.5})
     out = caprl_nb.ray.caption(
-        ds, column, base_url=sim.base_url, home=str(home), max_tokens=8, max_backoff=0.05, **kw
+        ds, column, base_url=base_url, home=str(home), max_tokens=8, max_backoff=0.05, **kw
     )
     frame: pd.DataFrame = out.to_pandas()
     return frame
@@ -122,19 +122,23 @@ def test_results_equal_the_pandas_path_and_a_second_run_sends_nothing(
     sim: VLLMSimulator, image_files: list[str], tmp_path: Path, ordered: None
 ) -> None:
     ds = ray.data.from_items([{"id": i, "path": p} for i, p in enumerate(image_files)])
-    got = _caption(ds, "path", sim, tmp_path / "ray-home")
-    assert len(sim.requests) == len(image_files)
-    assert list(got.columns) == ["id", "path", "caption", *DETAIL_COLUMNS]
-    assert got["id"].tolist() == list(range(len(image_files)))
-    assert got["path"].tolist() == image_files
-    expected = _pandas(image_files, sim, tmp_path / "pandas-home")
-    _same_as_pandas(got, expected)
-    assert got["caption"].notna().all()
-    assert not got["cached"].any()
+    with VLLMSimulator() as other:
+        servers = [sim.base_url, other.base_url]
+        got = _caption(ds, "path", servers, tmp_path / "ray-home")
+        assert len(sim.requests) + len(other.requests) == len(image_files)
+        assert set(got["base_url"]) == set(servers)  # both servers answered
+        assert list(got.columns) == ["id", "path", "caption", *DETAIL_COLUMNS]
+        assert got["id"].tolist() == list(range(len(image_files)))
+        assert got["path"].tolist() == image_files
+        expected = _pandas(image_files, sim, tmp_path / "pandas-home")
+        _same_as_pandas(got, expected)
+        assert got["caption"].notna().all()
+        assert not got["cached"].any()
 
-    sim.reset_log()
-    again = _caption(ds, "path", sim, tmp_path / "ray-home")
-    assert sim.requests == []
+        sim.reset_log()
+        other.reset_log()
+        again = _caption(ds, "path", servers, tmp_path / "ray-home")
+        assert sim.requests == other.requests == []
     assert again["cached"].all()
     assert again["caption"].tolist() == got["caption"].tolist()
 
@@ -147,7 +151,7 @@ def test_bytes_and_read_images_arrays(sim: VLLMSimulator, image_files: list[str]
     blobs = [Path(p).read_bytes() for p in image_files[:4]] + [b"not an image", b""]
     pq.write_table(pa.table({"id": list(range(len(blobs))), "image": blobs}), tmp_path / "b.parquet")
     parquet = ray.data.read_parquet(str(tmp_path / "b.parquet"), override_num_blocks=1)
-    got = _caption(parquet, "image", sim, tmp_path / "h1", concurrency=1)
+    got = _caption(parquet, "image", sim.base_url, tmp_path / "h1", concurrency=1)
     assert got["id"].tolist() == list(range(len(blobs)))
     _same_as_pandas(got, _pandas(blobs, sim, tmp_path / "h2"))
     assert got["error_type"].tolist()[4:] == ["ImageDecodeError", "ImageDecodeError"]
@@ -155,7 +159,7 @@ def test_bytes_and_read_images_arrays(sim: VLLMSimulator, image_files: list[str]
 
     folder = Path(image_files[0]).parent
     read = ray.data.read_images(str(folder), include_paths=True, override_num_blocks=2)
-    got = _caption(read, "image", sim, tmp_path / "h3", concurrency=1).sort_values("path")
+    got = _caption(read, "image", sim.base_url, tmp_path / "h3", concurrency=1).sort_values("path")
     arrays = [np.asarray(Image.open(p)) for p in sorted(image_files)]
     _same_as_pandas(got, _pandas(arrays, sim, tmp_path / "h4"))
     assert got["caption"].notna().all()
@@ -170,7 +174,7 @@ def test_broken_inputs_are_error_rows_not_a_failed_job(
     sim.fail_image(hashlib.sha256(Path(rejected).read_bytes()).hexdigest()[:16], Fault("status", 400))
     values = [image_files[0], str(tmp_path / "missing.png"), str(text), None, rejected, image_files[2]]
     ds = ray.data.from_pandas(pd.DataFrame({"path": pd.Series(values, dtype=object)}))
-    got = _caption(ds, "path", sim, tmp_path / "home", concurrency=1)
+    got = _caption(ds, "path", sim.base_url, tmp_path / "home", concurrency=1)
     assert _plain(got["error_type"]) == [
         None, "ImageNotFoundError", "ImageDecodeError", "UnsupportedImageError", "RequestRejectedError", None,
     ]
@@ -184,11 +188,16 @@ def test_a_killed_job_run_again_sends_only_what_it_had_not_finished(
 ) -> None:
     files = make_images(tmp_path / "i", 40)
     home = tmp_path / "home"
-    # Two actors, 2 rows in flight each, 0.1 s a request: ~2 s for the whole job.
-    with VLLMSimulator(latency=0.1, capacity=4) as sim:
-        spec = {"paths": files, "base_url": sim.base_url, "home": str(home), "max_tokens": 8,
-                "concurrency": 2, "batch_size": 2, "in_flight": 2,
-                "ray_args": {"num_cpus": 0.5}}
+    # Two servers, two actors, 2 rows in flight each, 0.1 s a request: ~1 s for the whole job.
+    with VLLMSimulator(latency=0.1, capacity=2) as one, VLLMSimulator(latency=0.1, capacity=2) as two:
+        sims = (one, two)
+        servers = [one.base_url, two.base_url]
+
+        def requests() -> list[dict[str, Any]]:
+            return one.requests + two.requests
+
+        spec = {"paths": files, "base_url": servers, "home": str(home), "max_tokens": 8,
+                "concurrency": 2, "batch_size": 2, "in_flight": 2, "ray_args": {"num_cpus": 0.5}}
         (tmp_path / "spec.json").write_text(json.dumps(spec))
         driver = subprocess.Popen(
             [sys.executable, "-m", "tests.support.ray_job", cluster, str(tmp_path / "spec.json")],
@@ -196,21 +205,22 @@ def test_a_killed_job_run_again_sends_only_what_it_had_not_finished(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            wait_until(lambda: len(sim.requests) >= 12 or driver.poll() is not None, 60, "12 requests")
+            wait_until(lambda: len(requests()) >= 12 or driver.poll() is not None, 60, "12 requests")
             assert driver.poll() is None, "the job ended before it could be killed"
         finally:
             driver.kill()
             driver.wait(10)
         # Its actors die with their driver: every CPU free again.
         wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2, 30, "the killed job's actors to go")
-        answered = {image_digest(_url(r)) for r in sim.requests if r["_outcome"] == "ok"}
+        answered = {image_digest(_url(r)) for r in requests() if r["_outcome"] == "ok"}
         with ResultStore(home / "results.sqlite3") as store:
             stored = store.count()
         assert 0 < stored < len(files)
-        sim.reset_log()
+        for sim in sims:
+            sim.reset_log()
         ds = ray.data.from_items([{"id": i, "path": p} for i, p in enumerate(files)])
-        got = _caption(ds, "path", sim, home, batch_size=2, in_flight=2)
-        resent = [image_digest(_url(r)) for r in sim.requests]
+        got = _caption(ds, "path", servers, home, batch_size=2, in_flight=2)
+        resent = [image_digest(_url(r)) for r in requests()]
     assert got["caption"].notna().all()
     assert sorted(got["id"]) == list(range(len(files)))
     cached = {_sha(p) for p, hit in zip(got["path"], got["cached"]) if hit}

@@ -10,6 +10,7 @@ import pytest
 
 import caprl_nb
 from caprl_nb.cli import main
+from caprl_nb.config import resolve_settings
 from caprl_nb.errors import StoreError
 from caprl_nb.store import ResultStore
 from caprl_nb.store_import import import_store
@@ -80,14 +81,13 @@ def test_what_is_not_another_store_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_store_import_reports_the_new_rows(
-    sim: VLLMSimulator, image_files: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    _isolated_home: Path,
+    sim: VLLMSimulator, image_files: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _caption(image_files[:4], sim, tmp_path / "node")
     assert main(["store", "import", str(tmp_path / "node" / "results.sqlite3")]) == 0
     out, err = capsys.readouterr()
     assert "4 new result(s) of 4" in out
     assert "4 new result(s) in" in err
-    with ResultStore(_isolated_home / "results.sqlite3") as store:
+    with ResultStore(resolve_settings().store_path) as store:  # CAPRL_HOME, set per test
         assert store.count() == 4
     assert main(["store", "import", str(tmp_path / "missing.sqlite3")]) == 2
