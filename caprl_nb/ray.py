@@ -6,13 +6,15 @@
     import caprl_nb.ray
 
     ds = ray.data.read_parquet("s3://bucket/images/")          # a column of image bytes
-    out = caprl_nb.ray.caption(ds, "image", base_url="http://vllm-0:8000/v1", concurrency=8)
+    servers = ["http://vllm-0:8000/v1", "http://vllm-1:8000/v1"]     # or one URL
+    out = caprl_nb.ray.caption(ds, "image", base_url=servers, concurrency=8)
     out.write_parquet("s3://bucket/captions/")
 
 Each function returns the dataset with the columns of the pandas path with ``details=True``
 added (``caption``/``answer``/the schema's fields, ``error``, ``error_type``, ``cached``,
-``model``, ``checkpoint``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``,
-``finish_reason``, ``attempts``); every input column is kept. It is built on
+``model``, ``checkpoint``, ``base_url``, ``latency_s``, ``prompt_tokens``,
+``completion_tokens``, ``finish_reason``, ``attempts``: :data:`caprl_nb.frames.DETAIL_COLUMNS`);
+every input column is kept. It is built on
 ``Dataset.map_batches`` with a callable class: ``concurrency`` actors, each of which sends its
 batches through :func:`caprl_nb.caption` (or :func:`~caprl_nb.ask`,
 :func:`~caprl_nb.extract.extract`), so a row is answered exactly as the notebook answers it.
@@ -21,10 +23,11 @@ batches through :func:`caprl_nb.caption` (or :func:`~caprl_nb.ask`,
   of URLs, of bytes (Parquet with image bytes), or the arrays of ``ray.data.read_images``.
 * **Failed rows stay rows**: their caption is null and ``error``/``error_type`` say why; a
   row never fails the job. A job-wide problem (no server answers, a bad setting) does.
-* **Resume**: every actor writes each answer to the result store the moment it arrives
-  (``cache=True``, the default), so a job that is killed and started again asks only for the
-  rows it had not finished. On one machine all actors share ``$CAPRL_HOME``'s store (SQLite in
-  WAL mode takes several processes; writes retry a locked store). On a multi-node cluster each
+* **Resume**: every actor writes its answers to the result store as they arrive (``cache=True``,
+  the default; a writer thread commits whatever has finished within moments), so a job that is
+  killed and started again asks only for the rows it had not finished. On one machine all
+  actors share ``$CAPRL_HOME``'s store (SQLite in WAL mode takes several processes; writes
+  retry a locked store). On a multi-node cluster each
   node keeps its own store, unless CAPRL_HOME is on storage all nodes share; merge a node's
   store into yours with ``caprl-nb store import NODE.sqlite3`` so the notebook's gallery and
   re-runs find its answers. A store on a network filesystem works, with a rollback journal
@@ -35,7 +38,8 @@ batches through :func:`caprl_nb.caption` (or :func:`~caprl_nb.ask`,
 * **Settings** given to the call (``base_url``, ``model``, ``api_key``, ``home``, timeouts,
   ...) travel with the job; anything else is read on the worker: its ``CAPRL_*`` environment
   (set it with ``runtime_env={"env_vars": {...}}``), never the notebook's :func:`~caprl_nb.configure`.
-  ``base_url`` is passed through as given (a list of servers where caprl_nb accepts one).
+  ``base_url`` is passed through as given: one URL, or several servers serving the same
+  checkpoint (a list, or comma-separated), which every actor spreads its rows over.
 
 The order of the rows follows Ray Data's (set
 ``ray.data.DataContext.get_current().execution_options.preserve_order = True`` to keep the
