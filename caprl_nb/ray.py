@@ -27,11 +27,11 @@ batches through :func:`caprl_nb.caption` (or :func:`~caprl_nb.ask`,
   the default; a writer thread commits whatever has finished within moments), so a job that is
   killed and started again asks only for the rows it had not finished. On one machine all
   actors share ``$CAPRL_HOME``'s store (SQLite in WAL mode takes several processes; writes
-  retry a locked store). On a multi-node cluster each
-  node keeps its own store, unless CAPRL_HOME is on storage all nodes share; merge a node's
-  store into yours with ``caprl-nb store import NODE.sqlite3`` so the notebook's gallery and
-  re-runs find its answers. A store on a network filesystem works, with a rollback journal
-  (slower; see :mod:`caprl_nb.store`).
+  retry a locked store). On a multi-node cluster each node keeps its own store, unless
+  CAPRL_HOME is on storage all nodes share; merge a node's store into yours with
+  ``caprl-nb store import NODE.sqlite3`` so the notebook's gallery and re-runs find its
+  answers. A store on a network filesystem works, with a rollback journal (slower; see
+  :mod:`caprl_nb.store`).
 * **Lost workers**: Ray Data restarts a dead actor and retries its batch (its
   ``max_restarts``/``max_task_retries``); the retried batch finds in the store what the dead
   actor had finished.
