@@ -679,8 +679,15 @@ def _update(bar: Any, runner: BatchRunner) -> None:
         bar.update(runner.done - bar.n)
         fields: dict[str, Any] = {"errors": runner.failed, "cached": runner.cached, "retries": runner.retries}
         fleet = runner.fleet
-        if fleet is not None and fleet.several:  # answers per server: who is pulling its weight
-            fields["servers"] = " ".join(
-                f"{lane.name}={lane.answered}{'' if lane.usable else '(down)'}" for lane in fleet.lanes
-            )
+        if fleet is not None and fleet.several:  # answers per server, and their rate: who pulls its weight
+            fields["servers"] = server_rates(fleet, float(bar.format_dict.get("elapsed") or 0.0))
         bar.set_postfix(fields, refresh=False)
+
+
+def server_rates(fleet: Fleet, elapsed: float) -> str:
+    """Each server's answers and answers per second so far, for the progress bar."""
+    parts = []
+    for lane in fleet.lanes:
+        rate = f" {lane.answered / elapsed:.1f}/s" if elapsed > 0 else ""
+        parts.append(f"{lane.name}: {lane.answered}{rate}{'' if lane.usable else ' (down)'}")
+    return "; ".join(parts)

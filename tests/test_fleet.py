@@ -155,3 +155,15 @@ def test_check_same_checkpoint_accepts_one_checkpoint_under_several_aliases() ->
     unverified = ServerInfo("http://c/v1", "caprl", None, None, None)  # no root: its own checkpoint
     with pytest.raises(MixedCheckpointsError):
         check_same_checkpoint([a, unverified])
+
+
+def test_the_progress_line_shows_each_servers_answers_and_rate() -> None:
+    from types import SimpleNamespace
+
+    from caprl_nb.batch import server_rates
+
+    up = SimpleNamespace(name="gpu1:8000", answered=120, usable=True)
+    down = SimpleNamespace(name="gpu2:8000", answered=30, usable=False)
+    fleet = SimpleNamespace(lanes=[up, down])
+    assert server_rates(fleet, 10.0) == "gpu1:8000: 120 12.0/s; gpu2:8000: 30 3.0/s (down)"  # type: ignore[arg-type]
+    assert server_rates(fleet, 0.0) == "gpu1:8000: 120; gpu2:8000: 30 (down)"  # type: ignore[arg-type]
