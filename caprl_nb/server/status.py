@@ -86,6 +86,27 @@ class StatusProbe:
                 "error": "The result store is busy (another process is writing to it); counting."}
 
     async def _probe(self, settings: Settings, trusted: bool) -> dict[str, Any]:
+        urls = settings.base_urls
+        if len(urls) == 1:
+            return await self._probe_one(settings, trusted)
+        # Several servers: each one's status under "servers"; the top level is the first that
+        # answers (or the first), with the requests running and waiting summed over them all.
+        found = await asyncio.gather(*(self._probe_one(settings.for_server(u), trusted, rate=False) for u in urls))
+        up = [doc for doc in found if doc["state"] in ("up", "busy")]
+        document = dict(up[0] if up else found[0])
+        document["base_url"] = settings.base_url
+        for name in ("requests_running", "requests_waiting"):
+            values = [doc[name] for doc in up if doc[name] is not None]
+            document[name] = sum(values) if values else None
+        if up and any(doc["state"] == "busy" for doc in up):
+            document["state"] = "busy"
+        document["servers"] = [
+            {k: doc[k] for k in ("base_url", "state", "root", "requests_running", "requests_waiting", "error")}
+            for doc in found
+        ]
+        return document
+
+    async def _probe_one(self, settings: Settings, trusted: bool, rate: bool = True) -> dict[str, Any]:
         quick = replace(settings, connect_timeout=PROBE_TIMEOUT, read_timeout=PROBE_TIMEOUT)
         document: dict[str, Any] = {
             "state": "down", "base_url": settings.base_url, "model": None, "root": None,
@@ -117,7 +138,8 @@ class StatusProbe:
             running = metrics.get("vllm:num_requests_running")
             waiting = metrics.get("vllm:num_requests_waiting")
             document.update(requests_running=running, requests_waiting=waiting)
-            document["tokens_per_s"] = self._rate(metrics.get("vllm:generation_tokens_total"))
+            if rate:  # one counter to follow: with several servers, none is
+                document["tokens_per_s"] = self._rate(metrics.get("vllm:generation_tokens_total"))
             if waiting:
                 document["state"] = "busy"
         return document

@@ -117,7 +117,16 @@ async def test_caption_over_the_servers_of_a_comma_separated_base_url(
         assert answered <= {a.base_url, b.base_url}
         assert len(a.requests) + len(b.requests) == 6
         code, status = await _json(jp_fetch, "caprl", "status")
-        assert code == 200 and status["state"] == "up"  # the first server's status
+        assert code == 200 and status["state"] == "up" and status["root"] == a.root
+        assert [(x["base_url"], x["state"]) for x in status["servers"]] == [(a.base_url, "up"), (b.base_url, "up")]
+        gone = VLLMSimulator().start()
+        gone_url = gone.base_url
+        gone.stop()
+        monkeypatch.setenv("CAPRL_BASE_URL", f"{gone_url},{b.base_url}")
+        code, status = await _json(jp_fetch, "caprl", "status")
+        assert status["state"] == "up" and status["base_url"] == f"{gone_url},{b.base_url}"
+        assert [x["state"] for x in status["servers"]] == ["down", "up"]
+        assert status["servers"][0]["error"]  # says why the first one is down
 
 
 @pytest.mark.parametrize(
