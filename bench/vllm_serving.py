@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.request_path import make_jpegs  # noqa: E402 - after the path is set
+
 TARGET_RATIO = 0.95
 LAUNCHER = (
     "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
@@ -50,22 +53,6 @@ LAUNCHER = (
     "p = FlexibleArgumentParser(prog='vllm bench serve'); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
 )
 TOKENS_TOLERANCE = 0.02  # output token counts further apart than this make images/s unfair
-
-
-def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[str]:
-    """``n`` distinct JPEG files of random noise, quality 90; another seed, other images."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-        path = folder / f"img{i:05d}.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(str(path))
-    return paths
 
 
 def run_ours(files: list[str], base_url: str, concurrency: int, max_tokens: int,
@@ -143,7 +130,7 @@ def main() -> None:
         # Every run gets images no run sent before: vLLM caches processed images and prefixes,
         # so a client sending images the server has seen would be measured against its cache.
         seed = time.time_ns() % 2**32  # and none a previous invocation sent to the same server
-        sets = [make_jpegs(root / f"images{i}", args.rows, (width, height), seed=seed + i)
+        sets = [make_jpegs(root / f"images{i}", args.rows, (width, height), quality=90, seed=seed + i, stem="img")
                 for i in range(2 * args.repeat + 1)]
         kib = sum(Path(f).stat().st_size for f in sets[1]) / args.rows / 1024
         datasets = []
