@@ -70,48 +70,40 @@ class WriteBehind:
     # -- the writer thread ----------------------------------------------------------------
     def _run(self) -> None:
         q = self._queue
-        stop = False
-        while not stop:
+        stopped = False
+        while not stopped:
             items = [q.get()]
-            while len(items) < MAX_BATCH:
+            stopped = items[0] is _STOP
+            while len(items) < MAX_BATCH or stopped:  # after the stop: whatever is left, all of it
                 try:
-                    items.append(q.get_nowait())
+                    item = q.get_nowait()
                 except queue.Empty:
                     break
-            results: list[dict[str, Any]] = []
-            files: list[tuple[FileStat, str]] = []
-            urls: list[tuple[str, UrlMemo]] = []
-            flushes: list[threading.Event] = []
-            for item in items:
-                if item is _STOP:
-                    stop = True
-                    continue
-                kind, payload = item
-                if kind == "result":
-                    results.append(payload)
-                elif kind == "file":
-                    files.append(payload)
-                elif kind == "url":
-                    urls.append(payload)
-                else:
-                    flushes.append(payload)
-            self._write(results, files, urls)
-            for event in flushes:
-                event.set()
-            if stop:  # anything queued after the stop (there should be nothing) is written too
-                rest = []
-                while True:
-                    try:
-                        rest.append(q.get_nowait())
-                    except queue.Empty:
-                        break
-                self._write(
-                    [p for k, p in rest if k == "result"], [p for k, p in rest if k == "file"],
-                    [p for k, p in rest if k == "url"],
-                )
-                for kind, payload in rest:
-                    if kind == "flush":
-                        payload.set()
+                stopped = stopped or item is _STOP
+                items.append(item)
+            self._drain(items)
+
+    def _drain(self, items: list[Any]) -> None:
+        """Write ``items`` in one transaction, then wake their flushes."""
+        results: list[dict[str, Any]] = []
+        files: list[tuple[FileStat, str]] = []
+        urls: list[tuple[str, UrlMemo]] = []
+        flushes: list[threading.Event] = []
+        for item in items:
+            if item is _STOP:
+                continue
+            kind, payload = item
+            if kind == "result":
+                results.append(payload)
+            elif kind == "file":
+                files.append(payload)
+            elif kind == "url":
+                urls.append(payload)
+            else:
+                flushes.append(payload)
+        self._write(results, files, urls)
+        for event in flushes:
+            event.set()
 
     def _write(
         self, results: list[dict[str, Any]], files: list[tuple[FileStat, str]], urls: list[tuple[str, UrlMemo]],
