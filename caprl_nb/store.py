@@ -536,10 +536,7 @@ class ResultStore:
         now = time.time_ns() if now_ns is None else now_ns
         if max(stat.mtime_ns, stat.ctime_ns) > now - RACY_WINDOW_NS:
             return False
-        self.write(
-            "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)",
-            (stat.path, stat.size, stat.mtime_ns, stat.ino, stat.ctime_ns, sha256),
-        )
+        self.write_many(file_hashes=[(stat, sha256)], now_ns=now)
         return True
 
     # -- URL memo -------------------------------------------------------------------------
