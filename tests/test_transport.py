@@ -177,7 +177,11 @@ def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error() ->
             p = pool(server.url)
             for _ in range(3):
                 assert (await p.post("/c", b"{}")).status == 200
-                await asyncio.sleep(0.05)  # the close reaches the client while the connection is idle
+                # the server's close reaches the client while the connection is idle
+                deadline = asyncio.get_running_loop().time() + 5
+                while p._idle and p._idle[-1].reusable:
+                    assert asyncio.get_running_loop().time() < deadline, "the close never arrived"
+                    await asyncio.sleep(0.001)
             await p.aclose()
         assert server.connections == 3 and len(server.requests) == 3
 
