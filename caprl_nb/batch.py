@@ -330,7 +330,7 @@ class BatchRunner:
     async def _row(
         self, value: object, pool: ThreadPoolExecutor, downloads: ThreadPoolExecutor | None = None
     ) -> RowResult:
-        """One row's result. A URL is identified (downloaded) in ``downloads`` when given: its
+        """One row's result. A URL (http(s) or fsspec) is identified (downloaded) in ``downloads`` when given: its
         thread only waits on the download, so it must not hold one of ``pool``'s image threads.
         Anything else is identified, looked up and prepared in one trip to ``pool``."""
         loop = asyncio.get_running_loop()
@@ -338,7 +338,7 @@ class BatchRunner:
         plan = self.plan
         assert plan is not None
         try:
-            if downloads is not None and images.is_url(value):
+            if downloads is not None and images.is_remote(value):
                 source = await loop.run_in_executor(downloads, self._identify, value)
                 key, hit, payload = await loop.run_in_executor(pool, self._look_up_or_prepare, source)
             else:

@@ -38,10 +38,16 @@ def as_series(images: Any) -> pd.Series:
 
     One image, one row: a path, URL, ``bytes``/``bytearray``/``memoryview``, a PIL image, or
     an array of shape HxW or HxWxC (C in 1, 3, 4). Many images: a list, tuple, generator or any
-    other iterable, or an array of shape NxHxWxC (one row per image) or a 1-D object array.
+    other iterable, an array of shape NxHxWxC (one row per image) or a 1-D object array, or a
+    ``pyarrow.Array``/``ChunkedArray`` (binary, string or a Hugging Face ``Image`` struct).
     """
     if isinstance(images, pd.Series):
         return images
+    pa = sys.modules.get("pyarrow")  # never imported: images cannot be an Arrow array
+    if pa is not None and isinstance(images, (pa.Array, pa.ChunkedArray)):
+        # Kept as Arrow (a binary column's cells are bytes, a null is pd.NA: that row's error).
+        arrow: pd.Series = pd.Series(pd.arrays.ArrowExtensionArray(images))
+        return arrow
     if isinstance(images, pd.DataFrame):
         msg = "Pass one column of images (a Series), or use df.caprl.caption('column')."
         raise ConfigError(msg)

@@ -1,8 +1,10 @@
 """Anything image-like -> a bounded, encoded payload for the model server.
 
 Two synchronous steps (the batch runs them in worker threads): :func:`identify` names one cell
-(path, http(s) URL, data: URL, bytes, PIL image, numpy array, PDF page) and hashes it without
-decoding (URLs are downloaded by :mod:`caprl_nb.fetch`; a PDF page is rendered);
+(path, http(s) URL, data: URL, bytes, PIL image, numpy array, PDF page, and as datasets hold
+them: Hugging Face ``Image`` values, Arrow values, fsspec URLs such as ``s3://``) and hashes it
+without decoding (URLs are downloaded by :mod:`caprl_nb.fetch`, fsspec URLs read by
+:mod:`caprl_nb.objects`, dataset cells unwrapped by :mod:`caprl_nb.sources`; a PDF page is rendered);
 :func:`prepare` fits it to a :class:`ModelPreset`. Original JPEG/PNG/WebP bytes that already fit
 (right size, upright, 8-bit RGB or gray) travel untouched; anything else is decoded once, made
 upright, flattened to RGB or L, resized once with BICUBIC (the filter the models' own image
@@ -35,7 +37,7 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,17 +46,21 @@ import numpy as np
 import pybase64
 from PIL import Image, UnidentifiedImageError
 
+from caprl_nb import objects, sources
 from caprl_nb.cells import is_missing
 from caprl_nb.errors import ImageDecodeError, ImageError, ImageNotFoundError, ImageTooLargeError, UnsupportedImageError
 from caprl_nb.fetch import check_cap as _check_cap
 from caprl_nb.fetch import fetch, public_url
+from caprl_nb.filestat import FileStat
+from caprl_nb.filestat import stat_files as _stat_files
 from caprl_nb.formats import IMAGE_KINDS, open_image, sniff, unidentified
 from caprl_nb.models import ImageFit, ModelPreset
 from caprl_nb.pixels import array_to_image, flatten
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_DECODE_PIXELS", "FileStat", "ImageSource", "Payload", "UrlMemo",
-    "describe", "identify", "is_image_path", "is_url", "prepare", "stat_files",
+    "describe", "feature_path", "identify", "is_image_path", "is_remote", "is_url", "plain_value", "prepare",
+    "stat_files",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -81,21 +87,6 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 # -- sources --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FileStat:
-    """Identity of a file input at the time it was looked at; lets callers memoise its hash."""
-
-    path: str  # absolute, symlinks resolved
-    size: int
-    mtime_ns: int
-    ino: int = 0  # a file replaced by a rename is another inode
-    ctime_ns: int = 0  # changes on every write, and no tool sets it back
-
-    @classmethod
-    def of(cls, path: str, st: os.stat_result) -> FileStat:
-        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
 class UrlMemo(NamedTuple):
     """What a URL's server said about its content when it was last downloaded, and its hash."""
 
@@ -116,6 +107,7 @@ class ImageSource:
     _max_bytes: int = field(default=DEFAULT_MAX_BYTES, kw_only=True, repr=False, compare=False)
     _content_type: str | None = field(default=None, kw_only=True, repr=False, compare=False)
     _url: str | None = field(default=None, kw_only=True, repr=False, compare=False)  # may hold secrets
+    _object: str | None = field(default=None, kw_only=True, repr=False, compare=False)  # an fsspec URL
     _url_timeout: float = field(default=60.0, kw_only=True, repr=False, compare=False)
     _validators: tuple[str | None, str | None] = field(default=(None, None), kw_only=True, repr=False, compare=False)
 
@@ -128,7 +120,7 @@ class ImageSource:
     def url_memo(self) -> UrlMemo | None:
         """For a URL downloaded now whose server sent an ETag or Last-Modified: what to remember
         so that the next download of it can be a conditional request (see ``known_url``)."""
-        if self._url is None or self._data is None or self._validators == (None, None):
+        if (self._url is None and self._object is None) or self._data is None or self._validators == (None, None):
             return None
         return UrlMemo(*self._validators, self.sha256)
 
@@ -149,6 +141,13 @@ class ImageSource:
                        "Run the call again to caption what it serves now.")
                 raise ImageError(msg)
             return fetched.data
+        if self._object is not None:  # its fingerprint was remembered: read it now
+            data = objects.read_object(self._object, max_bytes=self._max_bytes, timeout=self._url_timeout)
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                msg = (f"{self.description} changed after its file system said it had not. "
+                       "Run the call again to caption what it holds now.")
+                raise ImageError(msg)
+            return data
         if self.stat is None:
             msg = f"{self.description} holds no content; build sources with caprl_nb.images.identify()."
             raise ImageError(msg)
@@ -163,6 +162,12 @@ class ImageSource:
 def describe(value: object) -> str:
     """A short, human description of a cell for error messages; never raises."""
     try:
+        if is_missing(value):
+            return f"missing value ({'None' if value is None else repr(value)})"
+        value = sources.as_py(value)  # an Arrow scalar: what it holds
+        feature = sources.describe(value)
+        if feature is not None:
+            return feature
         if is_missing(value):
             return f"missing value ({'None' if value is None else repr(value)})"
         if isinstance(value, Image.Image):
@@ -189,9 +194,28 @@ def describe(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
+feature_path = sources.feature_path
+
+
+def plain_value(value: object) -> object:
+    """What a dataset cell holds (see :mod:`caprl_nb.sources`): a Hugging Face ``Image`` value's
+    bytes (else its path), an Arrow scalar's value; any other value, and an ``Image`` value with
+    nothing in it, as it is. Never raises: for names and identities (the gallery's reviews)."""
+    try:
+        return sources.plain(value)
+    except ImageError:
+        return sources.as_py(value)
+
+
 def is_url(value: object) -> bool:
     """Whether :func:`identify` downloads ``value``: a string that is an http(s) URL."""
     return isinstance(value, str) and value.lstrip()[:8].lower().startswith(("http://", "https://"))
+
+
+def is_remote(value: object) -> bool:
+    """Whether :func:`identify` reads ``value`` over a network: an http(s) URL, or an fsspec URL
+    such as ``s3://`` (see :mod:`caprl_nb.objects`)."""
+    return is_url(value) or objects.is_object_url(value)
 
 
 def is_image_path(path: Path) -> bool:
@@ -209,21 +233,32 @@ def identify(
 ) -> ImageSource:
     """Turn one cell into an :class:`ImageSource` without decoding it.
 
-    Accepts a path (``str`` or ``os.PathLike``, ``~`` expanded), an ``http(s)://`` URL, a
-    ``data:`` URL, ``bytes``/``bytearray``/``memoryview``, a ``PIL.Image.Image`` or a numpy array
-    (see :func:`caprl_nb.pixels.array_to_image` for how dtypes are scaled), or a PDF page from
-    :func:`caprl_nb.extract.expand_pdfs` (rendered now). For files, ``known_hash(stat)`` is
+    Accepts a path (``str`` or ``os.PathLike``, ``~`` expanded; ``file://`` URLs too), an
+    ``http(s)://`` URL, a ``data:`` URL, ``bytes``/``bytearray``/``memoryview``, a
+    ``PIL.Image.Image`` or a numpy array (see :func:`caprl_nb.pixels.array_to_image` for how
+    dtypes are scaled), a PDF page from :func:`caprl_nb.extract.expand_pdfs` (rendered now), a
+    Hugging Face ``Image`` value ``{"bytes": ..., "path": ...}`` (its bytes, else its path), a
+    ``pyarrow.Scalar`` (its value), or a URL of any other protocol fsspec has installed
+    (``s3://``, ``gs://``, ``hf://``, ``memory://``; read by :mod:`caprl_nb.objects` within
+    ``url_timeout`` where the file system supports one). For files, ``known_hash(stat)`` is
     asked first; when it returns a hash the file is not read until :meth:`ImageSource.read`.
     Inputs over ``max_bytes`` raise :class:`ImageTooLargeError`; ``url_timeout`` bounds a URL's
     whole download (connect, redirects, headers and body together). For ``http(s)`` URLs,
     ``known_url(url)`` is asked first; when it returns a memo the download is conditional, and
     if the server answers 304 Not Modified the source takes the memo's hash and its body is
-    downloaded only if :meth:`ImageSource.read` is called.
+    downloaded only if :meth:`ImageSource.read` is called. fsspec URLs are asked the same of
+    ``known_url``: a remembered fingerprint (an ETag, a checksum or a version id; see
+    :func:`caprl_nb.objects.fingerprint`) that still matches skips the read.
     Every failure is an :class:`ImageError` whose message names the input and what to do.
     """
     if is_missing(value):
         msg = f"The row's input is a {describe(value)}; there is no image to caption. Drop or fill missing rows first."
         raise UnsupportedImageError(msg)
+    inner = sources.plain(value)  # a Hugging Face Image value or an Arrow scalar: what it holds
+    if inner is not value:
+        return _identify_cell(
+            value, inner, known_hash=known_hash, known_url=known_url, max_bytes=max_bytes, url_timeout=url_timeout
+        )
     if isinstance(value, (Image.Image, np.ndarray)):  # held by reference (PIL) or as an 8-bit copy
         img = value if isinstance(value, Image.Image) else array_to_image(value)
         with _pillow_errors(describe(value)):
@@ -258,13 +293,52 @@ def identify(
             if is_url(stripped):
                 return _identify_url(stripped, max_bytes, url_timeout, known_url)
             if _SCHEME.match(stripped):
-                msg = (f"Cannot fetch {describe(value)}: only http(s):// URLs, data: URLs and local paths are read. "
-                       "Download it first and pass the local file.")
+                local = objects.local_path(stripped)
+                if local is not None:
+                    return _identify_file(local, known_hash, max_bytes)
+                if objects.is_object_url(stripped):
+                    return _identify_object(stripped, max_bytes, url_timeout, known_url)
+                msg = (f"Cannot read {describe(value)}: a file:// URL names a file on another machine. "
+                       "Copy the file here and pass its local path.")
                 raise UnsupportedImageError(msg)
         return _identify_file(text, known_hash, max_bytes)
-    msg = (f"Cannot read {describe(value)} as an image. Pass a file path, an http(s) URL, a data: URL, bytes, "
-           "a PIL.Image.Image or a numpy array.")
+    msg = (f"Cannot read {describe(value)} as an image. Pass a file path, an http(s) or s3:// (fsspec) URL, "
+           "a data: URL, bytes, a PIL.Image.Image, a numpy array or a Hugging Face Image value.")
     raise UnsupportedImageError(msg)
+
+
+def _identify_cell(
+    value: object, inner: object, *, known_hash: Callable[[FileStat], str | None] | None,
+    known_url: Callable[[str], UrlMemo | None] | None, max_bytes: int, url_timeout: float,
+) -> ImageSource:
+    """A dataset cell (see :mod:`caprl_nb.sources`) identified by what it holds."""
+    path = sources.feature_path(value) if isinstance(inner, str) else None
+    try:
+        source = identify(inner, known_hash=known_hash, known_url=known_url, max_bytes=max_bytes,
+                          url_timeout=url_timeout)
+    except ImageNotFoundError as exc:
+        if path is None:
+            raise
+        raise sources.missing_path_error(sources.as_py(value), path, exc) from exc
+    if sources.is_feature(sources.as_py(value)):
+        source.description = describe(value)
+    return source
+
+
+def _identify_object(
+    url: str, max_bytes: int, timeout: float, known_url: Callable[[str], UrlMemo | None] | None
+) -> ImageSource:
+    """An fsspec URL: its fingerprint asked first; read unless a remembered one still matches."""
+    info = objects.stat_object(url, max_bytes=max_bytes, timeout=timeout)
+    desc = objects.describe_url(url)
+    memo = known_url(url) if known_url is not None and info.fingerprint is not None else None
+    if memo is not None and memo.etag == info.fingerprint:
+        return ImageSource(desc, memo.sha256, None, _max_bytes=max_bytes, _object=url, _url_timeout=timeout)
+    data = objects.read_object(url, max_bytes=max_bytes, timeout=timeout, info=info)
+    return ImageSource(
+        desc, hashlib.sha256(data).hexdigest(), None, _data=data, _max_bytes=max_bytes, _object=url,
+        _url_timeout=timeout, _validators=(info.fingerprint, None),
+    )
 
 
 def _as_pdf_page(value: object) -> Any:
@@ -323,91 +397,9 @@ def _identify_file(text: str, known_hash: Callable[[FileStat], str | None] | Non
 
 
 def stat_files(values: Iterable[object], *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[FileStat | None]:
-    """For each value, the :class:`FileStat` :func:`identify` would take of it, if it names a
-    non-empty regular file under ``max_bytes``; None for anything else (a URL, bytes, a missing
-    file, ...: :func:`identify` says what is wrong with it).
-
-    Made for many rows at once (a cached re-run, before any row is identified): one ``lstat``
-    per file, and each folder's real path resolved once rather than once per file.
-    """
-    folders: dict[str, str] = {}
-    stats: list[FileStat | None] = []
-    append, lstat, is_file, is_link = stats.append, os.lstat, stat_mod.S_ISREG, stat_mod.S_ISLNK
-    sep, one_sep = os.sep, os.altsep is None
-    for value in values:
-        # The common row, a plain path (a str with no ":", so no scheme; no "~", no NUL), takes
-        # the same steps as _stat_path inline: a cached re-run does this for every row.
-        if (
-            one_sep and type(value) is str and ":" not in value and "\0" not in value
-            and value[:1] != "~" and not value.isspace()
-        ):
-            cut = value.rfind(sep) + 1
-            tail = value[cut:]
-            if tail:  # (a tail of "." or ".." names a folder: None either way)
-                head = value[:cut]
-                try:
-                    folder = folders.get(head)
-                    if folder is None:
-                        folder = folders[head] = os.path.join(os.path.realpath(head), "")
-                    path = folder + tail
-                    st = lstat(path)
-                    if is_link(st.st_mode):
-                        path = os.path.realpath(value)
-                        st = os.stat(path)
-                except (OSError, ValueError):
-                    append(None)
-                    continue
-                ok = is_file(st.st_mode) and 0 < st.st_size <= max_bytes
-                append(FileStat(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) if ok else None)
-                continue
-        text = _path_text(value)
-        append(None if text is None else _stat_path(text, folders, max_bytes))
-    return stats
-
-
-def _path_text(value: object) -> str | None:
-    """The text of a value :func:`identify` reads as a local path; None for anything else."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if not stripped or _SCHEME.match(stripped) or stripped[:5].lower() == "data:":
-            return None
-        return value
-    if isinstance(value, os.PathLike) and _as_pdf_page(value) is None:
-        with suppress(TypeError):
-            return os.fsdecode(value)
-    return None
-
-
-def _stat_path(text: str, folders: dict[str, str], max_bytes: int) -> FileStat | None:
-    """_identify_file's view of ``text`` when it names a readable, non-empty regular file.
-
-    ``folders`` caches each folder's real path (with a trailing separator); the file's own name
-    is resolved only when it is a symbolic link.
-    """
-    if "\0" in text:
-        return None
-    given = os.path.expanduser(text) if text[:1] == "~" else text
-    cut = max(given.rfind(os.sep), given.rfind(os.altsep) if os.altsep else -1) + 1
-    head, tail = given[:cut], given[cut:]
-    try:
-        if tail in ("", ".", ".."):
-            path = os.path.realpath(given)
-            st = os.stat(path)
-        else:
-            folder = folders.get(head)
-            if folder is None:
-                folder = os.path.join(os.path.realpath(head), "")
-                folders[head] = folder
-            path = folder + tail
-            st = os.lstat(path)
-            if stat_mod.S_ISLNK(st.st_mode):  # realpath follows the link: so does identify
-                path = os.path.realpath(given)
-                st = os.stat(path)
-    except (OSError, ValueError):  # missing, unreadable, a name no file system can hold
-        return None
-    if not stat_mod.S_ISREG(st.st_mode) or not 0 < st.st_size <= max_bytes:
-        return None
-    return FileStat(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    """For each value, the :class:`FileStat` :func:`identify` would take of it (see
+    :func:`caprl_nb.filestat.stat_files`); None where it names no file identify would read."""
+    return _stat_files(values, max_bytes=max_bytes)
 
 
 def _read_file(path: str, desc: str, max_bytes: int) -> tuple[bytes, FileStat]:

@@ -39,8 +39,10 @@ def source_name(value: object) -> str:
     """What a review shows as a row's source: a file name, a URL or a short description.
 
     A URL is shown without its user info, query string or fragment (a presigned URL's
-    signature never reaches the page, the static HTML or the search text).
+    signature never reaches the page, the static HTML or the search text). A Hugging Face
+    ``Image`` value is shown by its path's name (even when its bytes are what is read).
     """
+    value = images.feature_path(value) or images.plain_value(value)
     if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
         text = os.fspath(value)
         if isinstance(text, str) and _URL.match(text):
@@ -51,12 +53,16 @@ def source_name(value: object) -> str:
 
 
 def _image_identity(value: object) -> bytes:
-    """Cheap, stable identity of an image value: a path or URL as text, in-memory data hashed."""
+    """Cheap, stable identity of an image value: a path or URL as text, in-memory data hashed.
+
+    A Hugging Face ``Image`` value is its bytes (else its path), an Arrow scalar its value.
+    """
+    value = images.plain_value(value)
     if isinstance(value, (os.PathLike, str)):
         text = os.fspath(value)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "surrogateescape")
-        if not text.startswith(("http://", "https://", "data:")):
+        if not text.startswith("data:") and not _URL.match(text):  # s3://, memory://: not relative paths
             text = os.path.abspath(os.path.expanduser(text))
         return b"text\0" + text.encode("utf-8", "surrogateescape")
     if isinstance(value, (bytes, bytearray, memoryview)):
