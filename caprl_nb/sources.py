@@ -74,7 +74,7 @@ def plain(value: object) -> object:
     if path is None or not os.fspath(path).strip():
         if data is not None:  # b"" and no path: identify says "empty bytes"
             return data
-        msg = (f"The row's Hugging Face image value has neither bytes nor a path: there is no image to caption. "
+        msg = ("The row's Hugging Face image value has neither bytes nor a path: there is no image to caption. "
                "Drop those rows, or load the dataset again with its images.")
         raise UnsupportedImageError(msg)
     return os.fspath(path)

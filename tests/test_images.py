@@ -403,13 +403,13 @@ def test_truncated_and_garbage_bytes_raise_decode_errors_naming_the_input(tmp_pa
         ("", UnsupportedImageError, "empty string"),
         (b"", ImageDecodeError, "empty bytes"),
         (42, UnsupportedImageError, "int 42"),
-        ({"path": "a.png"}, UnsupportedImageError, "dict"),
+        ({"url": "a.png"}, UnsupportedImageError, "dict"),  # not a Hugging Face Image value
         (np.zeros((2, 8, 8, 3), np.uint8), UnsupportedImageError, "2x8x8x3"),
         (np.zeros((3, 64, 64), np.uint8), UnsupportedImageError, "channels-first"),
         (np.zeros((8, 8, 2), np.uint8), UnsupportedImageError, "8x8x2"),
         (np.array([["a"]], dtype=object), UnsupportedImageError, "dtype object"),
         (np.zeros((8, 8), np.complex64), UnsupportedImageError, "complex64"),
-        ("s3://bucket/a.png", UnsupportedImageError, "Download it first"),
+        ("nosuch://bucket/a.png", UnsupportedImageError, "fsspec knows no 'nosuch' protocol"),
     ],
 )
 def test_unusable_values_raise_the_right_error(value: object, error: type[Exception], match: str) -> None:

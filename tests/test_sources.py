@@ -59,7 +59,8 @@ def test_to_pandas_gives_the_dicts_identify_reads(datasets_lib, tmp_path: Path) 
         source = images.identify(value)
         assert source.sha256 == images.identify(path).sha256  # the same image, the same store key
         assert source.description.startswith("Hugging Face image")
-    assert images.describe(embedded.iloc[1]) == f"Hugging Face image 'img00001.png' ({Path(paths[1]).stat().st_size:,} B)"
+    size = Path(paths[1]).stat().st_size
+    assert images.describe(embedded.iloc[1]) == f"Hugging Face image 'img00001.png' ({size:,} B)"
 
 
 def test_bytes_win_over_the_path(tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ def test_bytes_win_over_the_path(tmp_path: Path) -> None:
     assert images.identify(value).read() == _png("blue")
 
 
-def test_a_relative_path_without_bytes_says_why_it_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_path_without_bytes_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ImageNotFoundError) as info:
         images.identify({"bytes": None, "path": "train/0001.jpg"})
@@ -140,6 +141,11 @@ def test_arrow_binary_column_captions_like_file_paths(sim: VLLMSimulator, tmp_pa
     assert out["error_type"].iloc[3] == "UnsupportedImageError" and "missing value" in out["error"].iloc[3]
     arrays = caption(pa.array(data, pa.binary()), **opts)  # a pyarrow Array passed as the images
     assert list(arrays) == list(out["caption"].iloc[:3])
+    # read_parquet(..., dtype_backend="pyarrow") of a Hugging Face Image column: struct<bytes, path>
+    structs = pa.array([{"bytes": b, "path": Path(p).name} for b, p in zip(data, paths)])
+    assert structs.type == pa.struct({"bytes": pa.binary(), "path": pa.string()})
+    by_struct = caption(pd.Series(pd.arrays.ArrowExtensionArray(structs)), **opts)
+    assert list(by_struct) == list(arrays)
 
 
 def test_each_bad_row_fails_alone(sim: VLLMSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

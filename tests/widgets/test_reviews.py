@@ -53,3 +53,16 @@ def test_apply_aligns_on_index() -> None:
     assert out["reviewed_caption"].tolist() == ["C!", "B", "C", "D"]
     with pytest.raises(ConfigError, match="duplicates"):
         model.apply(target, pd.Index(["a", "a", "b"]), "caption")
+
+
+def test_dataset_cells_are_named_and_keyed_by_what_they_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from caprl_nb.widgets.reviews import source_name
+
+    png = b"\x89PNG fake bytes"
+    hf = {"bytes": png, "path": "train/0001.png"}
+    assert source_name(hf) == "0001.png"
+    assert source_name("memory://bucket/photos/a.png?sig=SECRET") == "memory://bucket/photos/a.png"
+    assert item_key(hf, "a cat") == item_key(png, "a cat")  # the same image, the same decision
+    before = item_key("s3://b/a.png", "x")
+    monkeypatch.chdir(tmp_path)
+    assert item_key("s3://b/a.png", "x") == before  # a URL, not a path relative to the folder

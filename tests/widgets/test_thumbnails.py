@@ -37,3 +37,19 @@ def test_cache_is_bounded_and_remembers_errors(tmp_path: Path) -> None:
 def test_panorama_is_not_refused(side: int) -> None:
     thumb = make_thumbnail(Image.new("RGB", (8000, 20), "white"), side)
     assert thumb.width <= 8000 and thumb.height >= 1
+
+
+def test_thumbnails_of_hugging_face_image_values(tmp_path: Path) -> None:
+    import io
+
+    path = tmp_path / "linked.png"
+    Image.new("RGB", (400, 200), "navy").save(path)
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 300), "gold").save(buf, "PNG")
+    embedded = make_thumbnail({"bytes": buf.getvalue(), "path": "gold.png"}, 64)  # as Dataset.to_pandas() gives
+    linked = make_thumbnail({"bytes": None, "path": str(path)}, 64)
+    assert (embedded.width, embedded.height) == (64, 64)
+    assert (linked.width, linked.height) == (90, 45)
+    cache = ThumbnailCache()
+    message = cache.get(0, {"bytes": None, "path": "nowhere/relative.png"}, 64)
+    assert isinstance(message, str) and "'nowhere/relative.png' is relative" in message
