@@ -118,8 +118,9 @@ class ImageSource:
 
     @property
     def url_memo(self) -> UrlMemo | None:
-        """For a URL downloaded now whose server sent an ETag or Last-Modified: what to remember
-        so that the next download of it can be a conditional request (see ``known_url``)."""
+        """For a URL downloaded now whose server sent an ETag or Last-Modified (or an fsspec URL
+        read now whose file system gave a fingerprint): what to remember so that the next
+        download of it can be a conditional request, or skipped (see ``known_url``)."""
         if (self._url is None and self._object is None) or self._data is None or self._validators == (None, None):
             return None
         return UrlMemo(*self._validators, self.sha256)
@@ -162,14 +163,12 @@ class ImageSource:
 def describe(value: object) -> str:
     """A short, human description of a cell for error messages; never raises."""
     try:
+        value = sources.as_py(value)  # an Arrow scalar: what it holds
         if is_missing(value):
             return f"missing value ({'None' if value is None else repr(value)})"
-        value = sources.as_py(value)  # an Arrow scalar: what it holds
         feature = sources.describe(value)
         if feature is not None:
             return feature
-        if is_missing(value):
-            return f"missing value ({'None' if value is None else repr(value)})"
         if isinstance(value, Image.Image):
             return f"PIL image {value.width}x{value.height} {value.mode}"
         if isinstance(value, np.ndarray):

@@ -31,7 +31,6 @@ import importlib
 import re
 import sys
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +71,8 @@ def local_path(value: str) -> str | None:
     parts = urllib.parse.urlsplit(text)
     if parts.netloc not in ("", "localhost"):
         return None
+    import urllib.request  # only here: it imports http.client, email and ssl
+
     return urllib.request.url2pathname(parts.path)
 
 
