@@ -71,9 +71,9 @@ def local_path(value: str) -> str | None:
     parts = urllib.parse.urlsplit(text)
     if parts.netloc not in ("", "localhost"):
         return None
-    import urllib.request  # only here: it imports http.client, email and ssl
+    from urllib.request import url2pathname  # only here: urllib.request imports http.client and ssl
 
-    return urllib.request.url2pathname(parts.path)
+    return url2pathname(parts.path)
 
 
 @dataclass(frozen=True)
