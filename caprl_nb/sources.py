@@ -87,7 +87,7 @@ def missing_path_error(value: object, path: str, exc: ImageNotFoundError) -> Ima
     bytes with the dataset instead.
     """
     if os.path.isabs(os.path.expanduser(path)) or "://" in path:
-        return ImageNotFoundError(f"The {describe(value)} has no bytes, and {exc}")
+        return ImageNotFoundError(f"The {describe(value)} has no bytes, and its path names nothing readable: {exc}")
     msg = (f"The {describe(value)} has no bytes, and its path {path!r} is relative: it names no file under "
            f"{os.getcwd()}. Run from the folder the dataset's paths are relative to, make them absolute, "
            "or keep the images in the dataset (datasets embeds their bytes in Parquet: "
