@@ -808,12 +808,12 @@ def test_large_decodes_in_parallel_threads_stay_within_one_pixel_budget(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from caprl_nb import images
+    from caprl_nb import payloads
 
-    budget = images._PixelBudget(250_000)  # room for two 400x300 decodes, not three
-    monkeypatch.setattr(images, "_DECODING", budget)
+    budget = payloads._PixelBudget(250_000)  # room for two 400x300 decodes, not three
+    monkeypatch.setattr(payloads, "_DECODING", budget)
     held: list[int] = []
-    real = images._convert_and_encode
+    real = payloads._convert_and_encode
 
     def spy(*args: object, **kwargs: object) -> tuple[bytes, str]:
         deadline = time.monotonic() + 1  # poll: give a second decode the chance to start
@@ -822,7 +822,7 @@ def test_large_decodes_in_parallel_threads_stay_within_one_pixel_budget(
         held.append(budget.total - budget.free)
         return real(*args, **kwargs)  # type: ignore[arg-type]  # the real function's own arguments
 
-    monkeypatch.setattr(images, "_convert_and_encode", spy)
+    monkeypatch.setattr(payloads, "_convert_and_encode", spy)
     paths = []
     for i in range(8):
         paths.append(tmp_path / f"{i}.png")
