@@ -180,8 +180,11 @@ def is_url(value: object) -> bool:
 
 
 def is_remote(value: object) -> bool:
-    """Whether :func:`identify` reads ``value`` over a network: an http(s) URL, or an fsspec URL
-    such as ``s3://`` (see :mod:`caprl_nb.objects`)."""
+    """Whether :func:`identify` reads ``value`` over a network: an http(s) URL or an fsspec URL
+    such as ``s3://`` (see :mod:`caprl_nb.objects`), or a Hugging Face ``Image`` value with no
+    bytes whose path is one."""
+    if isinstance(value, dict) and sources.is_feature(value) and not value.get("bytes"):
+        value = value.get("path")
     return is_url(value) or objects.is_object_url(value)
 
 

@@ -82,6 +82,8 @@ def test_a_memory_url_is_read_like_its_file(bucket: str, tmp_path: Path) -> None
     assert source.sha256 == images.identify(path).sha256 and source.read() == Path(path).read_bytes()
     assert source.description == f"URL {url}" and images.describe(url) == f"URL {url}"
     assert images.is_remote(url) and not images.is_remote(path)
+    assert images.is_remote({"bytes": None, "path": url}) and not images.is_remote({"bytes": b"x", "path": url})
+    assert images.identify({"bytes": None, "path": url}).sha256 == source.sha256
     assert images.stat_files([url]) == [None]  # no local stat: the workers read it
 
 
