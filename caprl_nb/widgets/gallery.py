@@ -40,7 +40,14 @@ from caprl_nb.widgets.reviews import (
     row_id,
     source_name,
 )
-from caprl_nb.widgets.scores import NOTES_COLUMN, SCORE_COLUMN, NotesColumn, ScoreColumn, pick_column
+from caprl_nb.widgets.scores import (
+    NOTES_COLUMN,
+    SCORE_COLUMN,
+    NotesColumn,
+    NotesIndex,
+    ScoreColumn,
+    pick_column,
+)
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -172,7 +179,7 @@ class Gallery(anywidget.AnyWidget):
         if self._scores is not None:  # the review order: the score first, lowest first
             self._sort_columns = {self._scores.name: self._scores.series, **self._sort_columns}
         # Lower-cased search text (edit aside), source names and notes, built at the first search.
-        self._search_base: tuple[pd.Series, pd.Series, pd.Series | None] | None = None
+        self._search_base: tuple[pd.Series, pd.Series, NotesIndex | None] | None = None
         opened = ResultStore(resolve_settings(home=home).store_path) if store else None
         self._reviews = ReviewModel(ItemKeys(n, self._keys), opened, defer=n > SYNC_REVIEW_ROWS)
         self._view = np.arange(n)
@@ -280,7 +287,7 @@ class Gallery(anywidget.AnyWidget):
             captions = _as_text(self._captions)
             if self._errors is not None:
                 captions = captions.where(captions != "", _as_text(self._errors))
-            notes = self._notes.search_text() if self._notes is not None else None
+            notes = self._notes.search_index() if self._notes is not None else None
             self._search_base = (captions.str.lower(), _source_names(self._images).str.lower(), notes)
         texts, sources, notes = self._search_base
         if "\n" in query:  # may span the text and the source, as in "text\nsource"
@@ -296,7 +303,7 @@ class Gallery(anywidget.AnyWidget):
             for row, name in zip(rows, names):
                 keep[row] = query in f"{edits[row]}\n{name}".lower()
         if notes is not None:
-            keep |= notes.str.contains(query, regex=False).to_numpy(dtype=bool)
+            keep |= notes.matches(query)
         return keep
 
     def _recompute(self) -> None:

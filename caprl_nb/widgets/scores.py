@@ -23,7 +23,7 @@ import pandas as pd
 from caprl_nb.cells import is_missing
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 
-__all__ = ["NOTES_COLUMN", "SCORE_COLUMN", "NotesColumn", "ScoreColumn", "note_list", "pick_column"]
+__all__ = ["NOTES_COLUMN", "SCORE_COLUMN", "NotesColumn", "NotesIndex", "ScoreColumn", "note_list", "pick_column"]
 
 SCORE_COLUMN = "caption_score"  # what verify writes; the gallery picks it up by itself
 NOTES_COLUMN = "failed_questions"
@@ -143,7 +143,22 @@ class NotesColumn:
     def lists(self, rows: Sequence[int]) -> list[list[str]]:
         return [note_list(v) for v in self.column.iloc[list(rows)].tolist()]
 
-    def search_text(self) -> pd.Series:
-        """Each row's notes joined by newlines, lower-cased (built at the first search)."""
-        text = self.column.map(lambda v: "\n".join(note_list(v)))
-        return text.astype("str").str.lower().reset_index(drop=True)
+    def search_index(self) -> NotesIndex:
+        """Every note, lower-cased, beside its row's position (built at the first search)."""
+        exploded = self.column.reset_index(drop=True).explode()  # vectorised; a string stays one note
+        exploded = exploded[exploded.notna()]
+        return NotesIndex(exploded.index.to_numpy(dtype=np.intp), exploded.astype("str").str.lower(), len(self.column))
+
+
+@dataclass(frozen=True)
+class NotesIndex:
+    """Every note of a column, lower-cased, with the position of the row it belongs to."""
+
+    rows: np.ndarray
+    texts: pd.Series
+    n: int
+
+    def matches(self, query: str) -> np.ndarray:
+        """Rows with a note that holds ``query`` (lower-case)."""
+        hit = self.texts.str.contains(query, regex=False).to_numpy(dtype=bool)
+        return np.bincount(self.rows[hit], minlength=self.n) > 0

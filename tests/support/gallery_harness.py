@@ -217,7 +217,8 @@ class FakePython {
       edited: row.edited, status: row.status, error: row.error,
       meta: { score: String(row._score), width: String(row._width) },
     };
-    if (this.cfg.scores) {
+    if (this.cfg.scores) {  // as Python sends them: the score in its own field, not in meta
+      delete wired.meta.score;
       const s = row._caption_score;
       wired.score = { value: s, text: s === null ? "no score" : s.toFixed(2), band: band(s) };
       wired.notes = row.notes;
@@ -360,7 +361,7 @@ window.__start = (cfg) => {
     view_count: cfg.n,
     view_version: 1,
     counts: {},
-    sort_options: cfg.sort_options ?? (cfg.scores ? ["caption_score", "score", "width"] : ["score", "width"]),
+    sort_options: cfg.sort_options ?? (cfg.scores ? ["caption_score", "width"] : ["score", "width"]),
     title: cfg.title ?? `${cfg.n.toLocaleString("en-US")} images`,
     thumb_size: cfg.thumb_size ?? 160,
     query: "",

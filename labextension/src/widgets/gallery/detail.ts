@@ -208,6 +208,7 @@ export class DetailPane {
         el.hidden = true;
       }
       setText(this._source, '');
+      this.el.classList.remove('has-notes');
       this._meta.replaceChildren();
       return;
     }
@@ -364,6 +365,7 @@ export class DetailPane {
   /** The row's notes (failed questions) as a list beside the caption; kept while editing. */
   private _renderNotes(notes: string[]): void {
     this._notes.hidden = notes.length === 0;
+    this.el.classList.toggle('has-notes', notes.length > 0);
     const label = this._ctx.model.get('notes_label') || '';
     setText(this._notesTitle, notes.length ? notesTitle(notes.length, label) : '');
     const signature = JSON.stringify(notes);
