@@ -338,8 +338,10 @@ def test_scores_filter_and_failed_questions_in_a_real_kernel(
             expect(card(3).get_by_test_id("notes-count")).to_have_text("5 failed questions")
             expect(card(2).get_by_test_id("notes-count")).to_be_hidden()
 
-            gallery.get_by_test_id("score-below").fill("0.5")
+            # typed key by key: digits are JupyterLab's "heading" shortcuts in command mode
+            gallery.get_by_test_id("score-below").press_sequentially("0.5", delay=30)
             expect(gallery.get_by_test_id("count")).to_have_text("2 of 6", timeout=EXPECT_MS)
+            assert [c["type"] for c in nb.cells()] == ["code"] * len(SCORES_CELLS)
             assert nb.run_cell("print(g.score_below, g.view_count)").split() == ["0.5", "2"]
             gallery.get_by_test_id("sort").select_option("caption_score")
             expect(gallery.get_by_test_id("card")).to_have_count(2, timeout=EXPECT_MS)
