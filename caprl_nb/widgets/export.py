@@ -2,7 +2,8 @@
 
 Every model- or file-produced string is escaped with :func:`html.escape`; the file carries a
 Content-Security-Policy that allows no script and no network at all, only inline styles and
-the embedded ``data:`` images.
+the embedded ``data:`` images. A row's score (``caption_score``) and notes (``failed_questions``)
+are styled inline, so the notebook preview, which has no stylesheet, shows them the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from caprl_nb.widgets.thumbnails import Thumbnail
 
-__all__ = ["card_html", "write_html"]
+__all__ = ["card_html", "notes_title", "write_html"]
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
@@ -30,11 +31,48 @@ h1 { font-size: 20px; font-weight: 600; }
 .caption { white-space: pre-wrap; font-size: 13px; line-height: 1.45; max-height: 260px; overflow: auto; }
 .error { color: #b00020; font-size: 13px; white-space: pre-wrap; }
 .missing { height: 220px; display: flex; align-items: center; justify-content: center; color: #999; }
+.notes summary { cursor: pointer; }
 """
+# Score bands (scores.py) -> background, text colour: red-ish low, amber mid, green high.
+_BANDS = {
+    "low": ("#ffd6d6", "#8a1020"),
+    "mid": ("#fff0c2", "#6b4a00"),
+    "high": ("#d8f3dc", "#0f5a26"),
+    "none": ("#eeeeee", "#555555"),
+}
 
 
-def card_html(row: dict[str, Any], thumb: Thumbnail | str | None) -> str:
-    """One row as an HTML card; every string escaped."""
+def notes_title(count: int, label: str) -> str:
+    """``"2 failed questions"``, ``"1 failed question"``."""
+    noun = label[:-1] if count == 1 and label.endswith("s") else label
+    return f"{count} {noun}"
+
+
+def _score_html(score: dict[str, Any] | None) -> str:
+    if not score:
+        return ""
+    band = score["band"] if score.get("band") in _BANDS else "none"
+    background, colour = _BANDS[band]
+    text = "no score" if score.get("value") is None else f"score {score['text']}"
+    return (
+        f'<span class="score {band}" style="display:inline-block;padding:1px 6px;border-radius:8px;'
+        f'font-size:11px;font-weight:600;background:{background};color:{colour}">{html.escape(text)}</span> '
+    )
+
+
+def _notes_html(notes: list[str], label: str) -> str:
+    if not notes:
+        return ""
+    items = "".join(f'<li style="margin:2px 0">{html.escape(note)}</li>' for note in notes)
+    return (
+        '<details class="notes" open style="font-size:12px;color:#8a1020;margin-top:6px">'
+        f"<summary>{html.escape(notes_title(len(notes), label))}</summary>"
+        f'<ul style="margin:4px 0;padding-left:18px;overflow-wrap:anywhere">{items}</ul></details>'
+    )
+
+
+def card_html(row: dict[str, Any], thumb: Thumbnail | str | None, *, notes_label: str = "notes") -> str:
+    """One row as an HTML card (its score and notes too, when it has them); every string escaped."""
     esc = html.escape
     if isinstance(thumb, Thumbnail):
         image = f'<img alt="{esc(row["source"])}" src="{thumb.data_url}">'
@@ -47,9 +85,9 @@ def card_html(row: dict[str, Any], thumb: Thumbnail | str | None) -> str:
     meta = " · ".join(f"{esc(k)} {esc(v)}" for k, v in row["meta"].items() if v)
     return (
         f'<div class="card" style="max-width:340px">{image}'
-        f'<div class="meta"><span class="status {status}">{status}</span> '
+        f'<div class="meta">{_score_html(row.get("score"))}<span class="status {status}">{status}</span> '
         f'{esc(row["label"])} · {esc(row["source"])}{" · " + meta if meta else ""}</div>'
-        f"{body}{error}</div>"
+        f'{body}{_notes_html(row.get("notes") or [], notes_label or "notes")}{error}</div>'
     )
 
 
@@ -58,6 +96,8 @@ def write_html(
     title: str,
     rows: Iterable[dict[str, Any]],
     thumbnail: Callable[[int], Thumbnail | str],
+    *,
+    notes_label: str = "notes",
 ) -> Path:
     """Write every row as a card into one self-contained file; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +110,6 @@ def write_html(
             f"<h1>{html.escape(title)}</h1><div class=\"grid\">"
         )
         for row in rows:
-            out.write(card_html(row, thumbnail(row["id"])))
+            out.write(card_html(row, thumbnail(row["id"]), notes_label=notes_label))
         out.write("</div></body></html>\n")
     return path

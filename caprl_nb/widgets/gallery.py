@@ -13,6 +13,7 @@ decisions of rows not shown are read in a background thread once the first windo
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,14 @@ from caprl_nb.widgets.reviews import (
     release,
     row_id,
     source_name,
+)
+from caprl_nb.widgets.scores import (
+    NOTES_COLUMN,
+    SCORE_COLUMN,
+    NotesColumn,
+    NotesIndex,
+    ScoreColumn,
+    pick_column,
 )
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
@@ -98,6 +107,11 @@ class Gallery(anywidget.AnyWidget):
 
     ``Gallery(df, "image", caption="caption")``; reviews land in ``gallery.reviews`` and
     ``gallery.apply(df)``, and in the result store, so a kernel restart loses none of them.
+
+    With a ``caption_score`` column (``df.caprl.verify``) each card shows its score, the
+    score is the first sort option, and ``score_below`` keeps the rows scored below a
+    threshold; ``failed_questions`` are shown beside the caption and searched with it.
+    ``score=`` / ``notes=`` name other columns, ``False`` turns either off.
     """
 
     _esm = STATIC / "gallery.js"
@@ -114,6 +128,10 @@ class Gallery(anywidget.AnyWidget):
     status_filter = traitlets.Unicode("all").tag(sync=True)
     sort_by = traitlets.Unicode("").tag(sync=True)
     sort_descending = traitlets.Bool(False).tag(sync=True)
+    score_column = traitlets.Unicode("").tag(sync=True)
+    score_span = traitlets.List(traitlets.Float(), default_value=[0.0, 1.0]).tag(sync=True)
+    notes_label = traitlets.Unicode("").tag(sync=True)
+    score_below = traitlets.Float(None, allow_none=True).tag(sync=True)
 
     def __init__(
         self,
@@ -122,6 +140,8 @@ class Gallery(anywidget.AnyWidget):
         caption: Any = "caption",
         *,
         error: Any = None,
+        score: Any = None,
+        notes: Any = None,
         sort: Sequence[Any] | None = None,
         title: str | None = None,
         thumb_size: int = 180,
@@ -135,9 +155,13 @@ class Gallery(anywidget.AnyWidget):
         for column in (image, caption, error, *(sort or ())):
             if column is not None and column not in data.columns:
                 raise ColumnNotFoundError(column, list(data.columns))
+        score = pick_column(data, score, SCORE_COLUMN)
+        notes = pick_column(data, notes, NOTES_COLUMN)
         if sort is None:
             numeric = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
             sort = [c for c in numeric if not pd.api.types.is_bool_dtype(data[c])]
+        self._scores = ScoreColumn.of(data, score) if score is not None else None
+        self._notes = NotesColumn(str(notes), data[notes]) if notes is not None else None
         n = len(data)
         self._data = data
         self._n = n
@@ -151,9 +175,11 @@ class Gallery(anywidget.AnyWidget):
         if self._errors is not None:
             failed |= self._errors.notna()
         self._failed = failed.to_numpy(dtype=bool)
-        self._sort_columns = {str(c): data[c] for c in sort}
-        # Lower-cased search text (edit aside) and source names, built at the first search.
-        self._search_base: tuple[pd.Series, pd.Series] | None = None
+        self._sort_columns = {str(c): data[c] for c in sort if c != score}
+        if self._scores is not None:  # the review order: the score first, lowest first
+            self._sort_columns = {self._scores.name: self._scores.series, **self._sort_columns}
+        # Lower-cased search text (edit aside), source names and notes, built at the first search.
+        self._search_base: tuple[pd.Series, pd.Series, NotesIndex | None] | None = None
         opened = ResultStore(resolve_settings(home=home).store_path) if store else None
         self._reviews = ReviewModel(ItemKeys(n, self._keys), opened, defer=n > SYNC_REVIEW_ROWS)
         self._view = np.arange(n)
@@ -167,11 +193,16 @@ class Gallery(anywidget.AnyWidget):
             sort_options=list(self._sort_columns),
             title=title or f"{n:,} images",
             thumb_size=int(thumb_size),
+            score_column=self._scores.name if self._scores is not None else "",
+            score_span=self._scores.span if self._scores is not None else [0.0, 1.0],
+            notes_label=self._notes.label if self._notes is not None else "",
         )
         self.counts = self._counts()
         self._recompute()
         self.on_msg(self._on_msg)
-        self.observe(self._on_view_change, names=["query", "status_filter", "sort_by", "sort_descending"])
+        self.observe(
+            self._on_view_change, names=["query", "status_filter", "sort_by", "sort_descending", "score_below"]
+        )
 
     # -- reviews (the Python side of the gallery) -------------------------------------------
     @property
@@ -215,7 +246,10 @@ class Gallery(anywidget.AnyWidget):
         take = self._images.iloc[ids].tolist()
         captions = [_text(c) for c in self._captions.iloc[ids].tolist()]
         errors = [None] * len(ids) if self._errors is None else [_text(e) for e in self._errors.iloc[ids].tolist()]
-        meta = {name: col.iloc[ids].tolist() for name, col in self._sort_columns.items()}
+        shown = self._scores.name if self._scores is not None else None  # in its own field
+        meta = {name: col.iloc[ids].tolist() for name, col in self._sort_columns.items() if name != shown}
+        scores = self._scores.cells(ids) if self._scores is not None else [None] * len(ids)
+        notes = self._notes.lists(ids) if self._notes is not None else [[] for _ in ids]
         return [
             {
                 "id": row,
@@ -227,6 +261,8 @@ class Gallery(anywidget.AnyWidget):
                 "status": self._reviews.status(row),
                 "error": errors[k] or (None if captions[k] is not None else "no caption"),
                 "meta": {name: _fmt(values[k]) for name, values in meta.items()},
+                "score": scores[k],
+                "notes": notes[k],
             }
             for k, row in enumerate(ids)
         ]
@@ -246,13 +282,14 @@ class Gallery(anywidget.AnyWidget):
         return {"all": self._n, **counts, "failed": int(self._failed.sum())}
 
     def _matches(self, query: str) -> np.ndarray:
-        """Rows whose search text (edit, else caption, else error; and the source) holds ``query``."""
+        """Rows whose search text (edit, else caption, else error; the source; the notes) holds ``query``."""
         if self._search_base is None:
             captions = _as_text(self._captions)
             if self._errors is not None:
                 captions = captions.where(captions != "", _as_text(self._errors))
-            self._search_base = (captions.str.lower(), _source_names(self._images).str.lower())
-        texts, sources = self._search_base
+            notes = self._notes.search_index() if self._notes is not None else None
+            self._search_base = (captions.str.lower(), _source_names(self._images).str.lower(), notes)
+        texts, sources, notes = self._search_base
         if "\n" in query:  # may span the text and the source, as in "text\nsource"
             joined = texts + "\n" + sources
             keep = joined.str.contains(query, regex=False).to_numpy(dtype=bool, copy=True)
@@ -265,6 +302,8 @@ class Gallery(anywidget.AnyWidget):
             names = [source_name(v) for v in self._images.iloc[rows].tolist()]
             for row, name in zip(rows, names):
                 keep[row] = query in f"{edits[row]}\n{name}".lower()
+        if notes is not None:
+            keep |= notes.matches(query)
         return keep
 
     def _recompute(self) -> None:
@@ -272,6 +311,12 @@ class Gallery(anywidget.AnyWidget):
             raise ConfigError(f"status_filter must be one of {', '.join(FILTERS)}, not {self.status_filter!r}.")
         if self.sort_by and self.sort_by not in self._sort_columns:
             raise ConfigError(f"sort_by must be one of {', '.join(self._sort_columns)} or ''.")
+        threshold = self.score_below
+        if threshold is not None and self._scores is None:
+            msg = "score_below needs a score column: pass Gallery(..., score='column') (verify's is 'caption_score')."
+            raise ConfigError(msg)
+        if threshold is not None and math.isnan(threshold):
+            raise ConfigError("score_below is a number, or None for every score.")
         query = self.query.strip().lower()
         if query or self.status_filter not in ("all", "failed"):
             self._reviews.load()  # statuses and edits of every row are needed now
@@ -283,6 +328,9 @@ class Gallery(anywidget.AnyWidget):
             keep = self._reviews.codes == STATUSES.index(self.status_filter)
         if query:
             keep = self._matches(query) if keep is None else keep & self._matches(query)
+        if threshold is not None and self._scores is not None:
+            below = self._scores.below(threshold)
+            keep = below if keep is None else keep & below
         rows = np.arange(self._n) if keep is None else np.flatnonzero(keep)
         if self.sort_by:
             values = self._sort_columns[self.sort_by].iloc[rows].reset_index(drop=True)
@@ -381,7 +429,11 @@ class Gallery(anywidget.AnyWidget):
         """Write a self-contained HTML gallery (every row, thumbnails embedded; no script)."""
         self._reviews.load()
         return write_html(
-            Path(path), self.title, self._all_rows(), lambda row: self._thumbs.get(row, self._image(row), thumb_size)
+            Path(path),
+            self.title,
+            self._all_rows(),
+            lambda row: self._thumbs.get(row, self._image(row), thumb_size),
+            notes_label=self.notes_label,
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -397,7 +449,8 @@ class Gallery(anywidget.AnyWidget):
 
         rows = self._rows(self._view[:limit].tolist(), 0)
         cards = "".join(
-            card_html(row, self._thumbs.get(row["id"], self._image(row["id"]), 96)) for row in rows
+            card_html(row, self._thumbs.get(row["id"], self._image(row["id"]), 96), notes_label=self.notes_label)
+            for row in rows
         )
         more = self._n - len(rows)
         note = f"<p>{more:,} more rows: run the notebook to open the live gallery.</p>" if more > 0 else ""

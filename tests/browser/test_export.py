@@ -85,7 +85,14 @@ def test_hostile_captions_names_and_labels_are_inert_in_the_file_and_the_preview
         Image.new("RGB", (80, 60), (40 * i, 90, 160)).save(path)
         paths.append(str(path))
     df = pd.DataFrame(
-        {"image": paths, "caption": PWN, "error": [None, None, None, None, PWN[0]]},
+        {
+            "image": paths,
+            "caption": PWN,
+            "error": [None, None, None, None, PWN[0]],
+            # verify's columns: the failed questions quote model text too
+            "caption_score": pd.array([0.2, 0.6, 1.0, 0.0, None], dtype="Float64"),
+            "failed_questions": [[f"Q? expected: {p}"] for p in PWN],
+        },
         index=pd.Index(PWN, name="label"),
     )
     gallery = Gallery(df, "image", store=False, title=PWN[1])
@@ -105,6 +112,7 @@ def test_hostile_captions_names_and_labels_are_inert_in_the_file_and_the_preview
                 page.goto(target.as_uri())
                 page.wait_for_load_state("load")
                 page.wait_for_function("[...document.images].every(i => i.complete)")
+                page.screenshot(path=str(output_dir / f"hostile-{name}.png"), full_page=True)
                 seen[name] = {
                     "pwned": page.evaluate("typeof window.__pwned"),
                     "text": page.evaluate("document.body.innerText"),
@@ -119,6 +127,8 @@ def test_hostile_captions_names_and_labels_are_inert_in_the_file_and_the_preview
     for name, found in seen.items():
         assert found["pwned"] == "undefined", name
         assert found["active"] == 0 and found["dialogs"] == [], name
-        for payload in PWN:  # shown literally: as caption, and as the row's label
-            assert found["text"].count(payload) >= 2, (name, payload)
+        for payload in PWN:  # shown literally: as caption, as the row's label and in its failed question
+            assert found["text"].count(payload) >= 3, (name, payload)
+        assert "score 0.20" in found["text"] and "no score" in found["text"], name
+        assert "1 failed question" in found["text"], name
         assert "javascript:alert(1).png" in found["text"], name

@@ -259,3 +259,119 @@ def test_model_and_file_name_html_is_shown_as_text(
         finally:
             _notebook_dump(nb, output_dir)
             nb.close()
+
+
+SCORES_CELLS = [
+    """\
+import pandas as pd
+from PIL import Image, ImageDraw
+
+import caprl_nb
+
+scenes = [
+    ("crimson", "ellipse", "A red oval on a crimson background with the label 'sale'."),
+    ("gold", "rectangle", "A gold square."),
+    ("seagreen", "ellipse", "A white circle on a green field, with the word 'park' in the top left."),
+    ("royalblue", "rectangle", "A picture."),
+    ("purple", "ellipse", "A violet background with a white ellipse and the caption 'night' written above it."),
+    ("darkorange", "rectangle", "An orange panel with a white box and the text 'exit' in the corner."),
+]
+paths = []
+for i, (color, shape, _) in enumerate(scenes):
+    image = Image.new("RGB", (240, 160), color)
+    draw = ImageDraw.Draw(image)
+    getattr(draw, shape)((70, 40, 170, 130), fill="white")
+    draw.text((8, 8), ["sale", "open", "park", "boats: 3", "night", "exit"][i], fill="white")
+    image.save(f"scene{i}.png")
+    paths.append(f"scene{i}.png")
+df = pd.DataFrame({"image": paths, "caption": [s[2] for s in scenes]}, index=[f"r{i}" for i in range(6)])
+# what df.caprl.verify returns for these rows (made by hand here: the score arithmetic has its own tests)
+verified = pd.DataFrame(
+    {
+        "caption_score": pd.array([0.8, 0.2, 1.0, 0.0, None, 0.6], dtype="Float64"),
+        "failed_questions": [
+            ["What shape is in the centre? expected: circle; from the caption: oval"],
+            ["What is written on the image? expected: open; from the caption: cannot answer",
+             "What shape is drawn? expected: square; from the caption: square (the image is gold; the shape is white)",
+             "What colour is the shape? expected: white; from the caption: gold",
+             "Where is the text? expected: top left; from the caption: cannot answer"],
+            [],
+            ["What is written on the image? expected: boats: 3; from the caption: cannot answer",
+             "What colour is the background? expected: blue; from the caption: cannot answer",
+             "What shape is drawn? expected: square; from the caption: cannot answer",
+             "What colour is the shape? expected: white; from the caption: cannot answer",
+             "<img src=x onerror=window.__pwned=1> expected: none; from the caption: none"],
+            [],
+            ["Where is the text? expected: top left; from the caption: in the corner",
+             "What colour is the background? expected: orange; from the caption: orange"],
+        ],
+    },
+    index=df.index,
+)
+df = df.join(verified)
+""",
+    'g = df.caprl.gallery("image", caption="caption", title="Captions, lowest score first")\ng',
+]
+
+
+def test_scores_filter_and_failed_questions_in_a_real_kernel(
+    chromium: Any, tmp_path: Path, output_dir: Path
+) -> None:
+    """A frame joined with verify's columns: the threshold typed in the toolbar reaches Python,
+    the score sort puts the lowest first, and the detail lists a row's failed questions."""
+    from playwright.sync_api import expect
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    env = {"CAPRL_HOME": str(tmp_path / "kernel-home")}
+    with start_jupyterlab(root, env, state_dir=tmp_path / "lab") as lab:
+        nb = LabNotebook.create(lab, chromium, "scores.ipynb", SCORES_CELLS)
+        try:
+            nb.run_all()
+            gallery = _wait_cards(nb, 6)
+            card = lambda i: gallery.locator(f'[data-testid=card][data-id="{i}"]')  # noqa: E731
+            expect(card(1).get_by_test_id("score")).to_have_text("score 0.20", timeout=EXPECT_MS)
+            expect(card(1).get_by_test_id("score")).to_have_attribute("data-band", "low")
+            expect(card(0).get_by_test_id("score")).to_have_attribute("data-band", "high")
+            expect(card(5).get_by_test_id("score")).to_have_attribute("data-band", "mid")
+            expect(card(4).get_by_test_id("score")).to_have_text("no score")
+            expect(card(3).get_by_test_id("notes-count")).to_have_text("5 failed questions")
+            expect(card(2).get_by_test_id("notes-count")).to_be_hidden()
+
+            # typed key by key: digits are JupyterLab's "heading" shortcuts in command mode
+            gallery.get_by_test_id("score-below").press_sequentially("0.5", delay=30)
+            expect(gallery.get_by_test_id("count")).to_have_text("2 of 6", timeout=EXPECT_MS)
+            assert [c["type"] for c in nb.cells()] == ["code"] * len(SCORES_CELLS)
+            assert nb.run_cell("print(g.score_below, g.view_count)").split() == ["0.5", "2"]
+            gallery.get_by_test_id("sort").select_option("caption_score")
+            expect(gallery.get_by_test_id("card")).to_have_count(2, timeout=EXPECT_MS)
+            first = gallery.locator("#" + gallery.get_by_test_id("grid").get_attribute("aria-activedescendant"))
+            expect(first).to_have_attribute("data-id", "3", timeout=EXPECT_MS)  # score 0: the first to review
+            assert nb.run_cell("print(g.sort_by)").strip() == "caption_score"
+
+            card(1).click()
+            detail = gallery.get_by_test_id("detail")
+            expect(detail).to_have_attribute("data-id", "1", timeout=EXPECT_MS)
+            expect(detail.get_by_test_id("detail-score")).to_have_text("score 0.20")
+            notes = detail.get_by_test_id("detail-notes")
+            expect(notes.locator("h4")).to_have_text("4 failed questions")
+            expect(notes.locator("li").first).to_have_text(
+                "What is written on the image? expected: open; from the caption: cannot answer")
+            expect(detail.get_by_test_id("detail-image")).to_have_attribute("data-kind", "full", timeout=EXPECT_MS)
+            nb.screenshot(output_dir / "scores-detail.png", show=gallery)
+            gallery.screenshot(path=str(output_dir / "scores-detail-widget.png"))  # the README's picture
+            detail.get_by_test_id("prev").click()  # sorted lowest first: row 3 (score 0) comes before
+            expect(detail).to_have_attribute("data-id", "3", timeout=EXPECT_MS)
+            expect(notes.locator("li").last).to_have_text(
+                "<img src=x onerror=window.__pwned=1> expected: none; from the caption: none")
+            detail.get_by_test_id("close").click()
+
+            nb.run_cell("g.score_below = None")  # Python clears it: the toolbar follows
+            expect(gallery.get_by_test_id("count")).to_have_text("6 of 6", timeout=EXPECT_MS)
+            expect(gallery.get_by_test_id("score-below")).to_have_value("")
+            nb.screenshot(output_dir / "scores-grid.png", show=gallery)
+            assert nb.page.evaluate("typeof window.__pwned") == "undefined"
+            _assert_no_page_errors(nb)
+        finally:
+            _notebook_dump(nb, output_dir)
+            nb.close()

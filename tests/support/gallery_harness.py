@@ -9,6 +9,9 @@ requests (after an optional delay), sends thumbnails as real JPEG bytes made on 
 binary buffer path runs), answers ``review`` / ``edit`` with ``row`` messages and ``detail`` with
 a large image or an error. Like the Python side, it drops thumbnail work for windows four or
 more requests old. Every message the front end sends is recorded in ``window.__sent``.
+With ``scores=True`` the rows also carry a ``caption_score`` (0, 0.2 .. 1 by turns, every
+seventh row unscored) and its ``failed_questions``, as a frame joined with ``df.caprl.verify``
+does, and the view honours ``score_below`` as Python does.
 
     with GalleryHarness() as harness:
         root = harness.open(page, n=500, overrides={3: {"caption": "<b>x</b>"}})
@@ -90,6 +93,20 @@ function captionFor(id) {
   return words.join(" ");
 }
 
+const QUESTIONS = [
+  (id) => `What colour is the ${SUBJECTS[(id >> 1) % 10]}? expected: ${COLOURS[id % 10]}; `
+    + "from the caption: cannot answer",
+  (id) => `How many people are visible? expected: two; from the caption: one`,
+  (id) => `What is written on the sign? expected: OPEN; from the caption: cannot answer`,
+  (id) => `Where is the light coming from? expected: the left; from the caption: above`,
+  (id) => `What is the weather like? expected: overcast; from the caption: sunny`,
+];
+
+function band(score) {
+  if (score === null) return "none";
+  return score < 0.5 ? "low" : score < 0.8 ? "mid" : "high";
+}
+
 function makeRows(cfg) {
   const rows = [];
   const failedEvery = cfg.failed_every ?? 50;
@@ -107,6 +124,14 @@ function makeRows(cfg) {
       _score: Math.round(rng(id + 1)() * 10000) / 10000,
       _width: 320 + ((id * 37) % 1600),
     };
+    if (cfg.scores) {
+      const score = id % 7 === 6 || failed ? null : [0, 0.2, 0.4, 0.6, 0.8, 1][id % 6];
+      row._caption_score = score;
+      row.notes = [];
+      for (let q = 0; score !== null && q < Math.round((1 - score) * 5); q++) {
+        row.notes.push(QUESTIONS[(id + q) % QUESTIONS.length](id));
+      }
+    }
     Object.assign(row, (cfg.overrides || {})[String(id)] || {});
     rows.push(row);
   }
@@ -187,11 +212,18 @@ class FakePython {
     return counts;
   }
   wire(row, pos) {
-    return {
+    const wired = {
       id: row.id, pos, label: row.label, source: row.source, caption: row.caption,
       edited: row.edited, status: row.status, error: row.error,
       meta: { score: String(row._score), width: String(row._width) },
     };
+    if (this.cfg.scores) {  // as Python sends them: the score in its own field, not in meta
+      delete wired.meta.score;
+      const s = row._caption_score;
+      wired.score = { value: s, text: s === null ? "no score" : s.toFixed(2), band: band(s) };
+      wired.notes = row.notes;
+    }
+    return wired;
   }
   recompute() {
     const t = this.model._traits;
@@ -200,13 +232,21 @@ class FakePython {
       if (t.status_filter === "failed" && !this.isFailed(row)) return false;
       const byStatus = t.status_filter !== "all" && t.status_filter !== "failed";
       if (byStatus && row.status !== t.status_filter) return false;
+      if (t.score_below !== null && t.score_below !== undefined) {
+        if (row._caption_score === null || !(row._caption_score < t.score_below)) return false;
+      }
       if (!query) return true;
       const text = `${row.edited ?? row.caption ?? row.error ?? ""}\n${row.source}`.toLowerCase();
-      return text.includes(query);
+      return text.includes(query) || (row.notes || []).some((n) => n.toLowerCase().includes(query));
     });
     if (t.sort_by) {
       const key = `_${t.sort_by}`;
-      view.sort((a, b) => (t.sort_descending ? b[key] - a[key] : a[key] - b[key]) || a.id - b.id);
+      const value = (r) => r[key] ?? null;  // a row without a value sorts last, either way
+      view.sort((a, b) => {
+        const [x, y] = [value(a), value(b)];
+        if (x === null || y === null) return (x === null) - (y === null) || a.id - b.id;
+        return (t.sort_descending ? y - x : x - y) || a.id - b.id;
+      });
     } else if (t.sort_descending) {
       view.reverse();
     }
@@ -214,7 +254,7 @@ class FakePython {
     this.model._pythonSet({ view_count: this.view.length, view_version: t.view_version + 1 });
   }
   onTraits(changed) {
-    const viewTraits = ["query", "status_filter", "sort_by", "sort_descending"];
+    const viewTraits = ["query", "status_filter", "sort_by", "sort_descending", "score_below"];
     if (Object.keys(changed).some((k) => viewTraits.includes(k))) this.recompute();
   }
   later(ms, fn) { setTimeout(fn, ms || 0); }
@@ -321,13 +361,17 @@ window.__start = (cfg) => {
     view_count: cfg.n,
     view_version: 1,
     counts: {},
-    sort_options: cfg.sort_options ?? ["score", "width"],
+    sort_options: cfg.sort_options ?? (cfg.scores ? ["caption_score", "width"] : ["score", "width"]),
     title: cfg.title ?? `${cfg.n.toLocaleString("en-US")} images`,
     thumb_size: cfg.thumb_size ?? 160,
     query: "",
     status_filter: "all",
     sort_by: "",
     sort_descending: false,
+    score_column: cfg.scores ? "caption_score" : "",
+    score_span: [0, 1],
+    notes_label: cfg.scores ? "failed questions" : "",
+    score_below: null,
   });
   const python = new FakePython(cfg, model);
   model.backend = python;
@@ -409,7 +453,8 @@ class GalleryHarness:
         edited or status), ``failed_every`` (every k-th row fails; 0 for none; default 50),
         ``thumb_size``, ``sort_options``, ``title``, ``window_delay_ms``, ``thumb_delay_ms``,
         ``row_delay_ms``, ``hold_rows`` (review/edit answers wait for ``__harness.release()``),
-        ``thumbs`` (False sends none), ``detail_error_ids``.
+        ``thumbs`` (False sends none), ``detail_error_ids``, ``scores`` (rows with a
+        ``caption_score`` and ``failed_questions``; overrides may set ``_caption_score``, ``notes``).
         """
         cfg = {"n": n, **config}
         if "overrides" in cfg:

@@ -348,3 +348,158 @@ def test_source_names_match_source_name_row_by_row() -> None:
                pd.Series([*values, None, b"\x89PNG"], dtype=object))
     for column in columns:
         assert _source_names(column).tolist() == [source_name(v) for v in column.tolist()]
+
+
+# -- scores and failed questions (df.caprl.verify's columns) ----------------------------------
+SCORES = [0.6, None, 0.2, 1.0, 0.4, 0.8, 0.0, None]
+FAILED = [
+    ["What colour is the car? expected: red; from the caption: cannot answer"],
+    [],
+    ["How many dogs? expected: two; from the caption: one", f"Is there text? expected: {XSS}"],
+    [],
+    None,  # a row verify could not score
+    "What is on the sign? expected: OPEN; from the caption: cannot answer",  # one string
+    np.array(["Where is the sun? expected: left", "What season? expected: winter"], dtype=object),  # parquet
+    [],
+]
+
+
+@pytest.fixture
+def verified(tmp_path: Path) -> pd.DataFrame:
+    """A captioned frame joined with hand-made verify columns (as df.caprl.verify returns them)."""
+    n = len(SCORES)
+    return pd.DataFrame(
+        {
+            "image": make_images(tmp_path / "img", n),
+            "caption": [f"A caption of image {i}" for i in range(n)],
+            "caption_score": pd.array(SCORES, dtype="Float64"),
+            "questions_kept": pd.array([5, 0, 5, 5, None, 5, 5, 0], dtype="Int64"),
+            "failed_questions": FAILED,
+            "latency_s": np.arange(n, dtype=float),
+        },
+        index=[f"r{i}" for i in range(n)],
+    )
+
+
+def _scored(data: pd.DataFrame, **options: Any) -> tuple[Gallery, Recorder]:
+    g = data.caprl.gallery("image", caption="caption", store=False, **options)
+    rec = Recorder()
+    g.send = rec  # type: ignore[method-assign]
+    return g, rec
+
+
+def _view_ids(g: Gallery, rec: Recorder) -> list[int]:
+    _msg(g, type="window", version=g.view_version, start=0, end=200)
+    return [r["id"] for r in rec.last("rows")["rows"]]
+
+
+def test_verify_columns_are_picked_up_and_sent_with_each_row(verified: pd.DataFrame) -> None:
+    g, rec = _scored(verified)
+    assert g.score_column == "caption_score" and g.notes_label == "failed questions"
+    assert g.sort_options[0] == "caption_score"  # the first sort offered: the review order
+    assert g.score_below is None and g.view_count == 8
+    _view_ids(g, rec)
+    rows = {r["id"]: r for r in rec.last("rows")["rows"]}
+    assert rows[0]["score"] == {"value": 0.6, "text": "0.60", "band": "mid"}
+    assert rows[2]["score"]["band"] == "low" and rows[3]["score"]["band"] == "high"
+    assert rows[1]["score"] == {"value": None, "text": "no score", "band": "none"}
+    assert rows[2]["notes"][1] == f"Is there text? expected: {XSS}"  # data; the front end shows text
+    assert rows[4]["notes"] == [] and rows[5]["notes"] == [FAILED[5]] and len(rows[6]["notes"]) == 2
+    assert "caption_score" not in rows[0]["meta"] and rows[0]["meta"]["latency_s"] == "0"
+    g.close()
+
+
+def test_sorting_by_score_puts_the_lowest_first_and_unscored_rows_last(verified: pd.DataFrame) -> None:
+    g, rec = _scored(verified)
+    g.sort_by = "caption_score"
+    assert _view_ids(g, rec) == [6, 2, 4, 0, 5, 3, 1, 7]
+    g.sort_descending = True
+    assert _view_ids(g, rec) == [3, 5, 0, 4, 2, 6, 1, 7]  # unscored rows last either way
+    g.close()
+
+
+def test_score_below_combines_with_status_filters_and_search(verified: pd.DataFrame) -> None:
+    g, rec = _scored(verified)
+    version = g.view_version
+    g.score_below = 0.5
+    assert g.view_version == version + 1 and _view_ids(g, rec) == [2, 4, 6]  # unscored rows are not below
+    g.sort_by = "caption_score"
+    assert _view_ids(g, rec) == [6, 2, 4]
+    g.review("r4", "rejected")
+    g.status_filter = "unreviewed"
+    assert _view_ids(g, rec) == [6, 2]
+    g.query = "how many dogs"  # a failed question's text
+    assert _view_ids(g, rec) == [2]
+    g.status_filter, g.query = "all", ""
+    g.score_below = 0.0  # strictly below
+    assert g.view_count == 0
+    g.score_below = None
+    assert g.view_count == 8
+    with pytest.raises(ConfigError, match="score_below is a number"):
+        g.score_below = float("nan")
+    g.close()
+
+
+def test_search_matches_failed_questions_also_on_edited_rows(verified: pd.DataFrame) -> None:
+    g, rec = _scored(verified)
+    g.query = "WINTER"
+    assert _view_ids(g, rec) == [6]
+    g.edit("r6", "A snowy street")
+    g.query = "winter"
+    assert _view_ids(g, rec) == [6]  # the edit replaces the caption, not the failed questions
+    g.query = "what is on the sign"  # a notes cell that is one string
+    assert _view_ids(g, rec) == [5]
+    g.close()
+
+
+def test_score_and_notes_columns_can_be_named_or_turned_off(verified: pd.DataFrame) -> None:
+    other = verified.rename(columns={"caption_score": "qa", "failed_questions": "issues"})
+    g, rec = _scored(other, score="qa", notes="issues")
+    assert g.score_column == "qa" and g.notes_label == "issues" and g.sort_options[0] == "qa"
+    g.score_below = 0.3
+    assert _view_ids(g, rec) == [2, 6]
+    g.close()
+    off, rec = _scored(verified, score=False, notes=False)
+    assert off.score_column == "" and off.notes_label == ""
+    _view_ids(off, rec)
+    row = rec.last("rows")["rows"][0]
+    assert row["score"] is None and row["notes"] == []
+    assert "caption_score" in off.sort_options  # still a numeric column to sort by
+    with pytest.raises(ConfigError, match="needs a score column"):
+        off.score_below = 0.5
+    off.close()
+    plain, _ = _scored(verified.drop(columns=["caption_score", "failed_questions"]))
+    assert plain.score_column == "" and plain.notes_label == ""
+    plain.close()
+    with pytest.raises(ColumnNotFoundError, match="'caption_score'"):
+        _scored(verified, score="qa")
+    with pytest.raises(ConfigError, match="not numeric"):
+        _scored(verified, score="caption")
+
+
+def test_a_score_outside_zero_to_one_is_banded_by_its_terciles(verified: pd.DataFrame) -> None:
+    g, rec = _scored(verified, score="latency_s")  # 0 .. 7
+    assert g.score_span == [0.0, 7.0] and g.sort_options[0] == "latency_s"
+    _view_ids(g, rec)
+    rows = rec.last("rows")["rows"]
+    assert [r["score"]["band"] for r in rows] == ["low"] * 3 + ["mid"] * 2 + ["high"] * 3
+    assert rows[7]["score"]["text"] == "7"
+    g.close()
+
+
+def test_to_html_and_preview_show_scores_and_failed_questions_escaped(
+    verified: pd.DataFrame, tmp_path: Path
+) -> None:
+    g, _ = _scored(verified)
+    text = g.to_html(tmp_path / "scores.html").read_text()
+    assert "<script" not in text.lower() and XSS not in text
+    assert "score 0.60" in text and "score 0.20" in text and text.count("no score") == 2
+    assert "2 failed questions" in text and "1 failed question<" in text
+    assert "Is there text? expected: &lt;img src=x onerror=alert(1)&gt;" in text
+    assert "What season? expected: winter" in text
+    g.sort_by = "caption_score"
+    g.score_below = 0.5
+    preview = g._preview_html()  # the notebook's static preview follows the view
+    assert preview.index("score 0.00") < preview.index("score 0.20") < preview.index("score 0.40")
+    assert "score 0.60" not in preview and "How many dogs? expected: two" in preview and XSS not in preview
+    g.close()

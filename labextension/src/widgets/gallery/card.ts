@@ -5,6 +5,7 @@
 
 import { badgeClass, hasError, isMissing, node, setText } from '../shared/dom';
 import { IRow } from './protocol';
+import { notesOf, notesTitle, renderScore } from './scores';
 import { ThumbCache } from './state';
 
 export class Card {
@@ -17,7 +18,7 @@ export class Card {
   row: IRow | undefined | null = null;
 
   constructor(onClick: (card: Card) => void) {
-    this._thumbBox.append(this._img);
+    this._thumbBox.append(this._img, this._score, this._notes);
     const badges = node('div', 'cg-badges');
     this._failed.textContent = 'failed';
     this._editedMark.textContent = '\u270e by reviewer';
@@ -28,14 +29,15 @@ export class Card {
   }
 
   /** Shows `row` at `pos` (undefined: a placeholder while the row loads). */
-  fill(pos: number, row: IRow | undefined, thumbs: ThumbCache, sortBy: string): void {
+  fill(pos: number, row: IRow | undefined, thumbs: ThumbCache, sortBy: string, notesLabel: string): void {
     this.gridPos = pos;
-    if (this.row === row) {
+    if (this.row === row && this._notesLabel === notesLabel) {
       const url = row ? thumbs.peek(row.id) : undefined;
       if (this._thumb !== url) this._setThumb(url);
       return;
     }
     this.row = row;
+    this._notesLabel = notesLabel;
     if (!row) {
       this._fillPlaceholder();
       return;
@@ -62,6 +64,11 @@ export class Card {
     setText(this._label, row.label);
     setText(this._source, row.source);
     this._source.title = isMissing(row.source) ? '' : String(row.source);
+    renderScore(this._score, row.score, failed);
+    const notes = notesOf(row);
+    this._notes.hidden = notes.length === 0;
+    setText(this._notes, notes.length ? notesTitle(notes.length, notesLabel) : '');
+    this._notes.title = notes.join('\n'); // the list itself is in the detail pane
     // the sort column's value, drawn by CSS (content: attr(...)), which only ever shows text
     const sortValue = sortBy && row.meta ? row.meta[sortBy] : undefined;
     if (!isMissing(sortValue) && sortValue !== '') {
@@ -82,6 +89,8 @@ export class Card {
       el.textContent = '';
     }
     this._foot.removeAttribute('data-sortval');
+    renderScore(this._score, null);
+    this._notes.hidden = true;
     this._failed.hidden = true;
     this._editedMark.hidden = true;
     this._error.hidden = true;
@@ -97,6 +106,9 @@ export class Card {
   }
 
   private _thumb: string | undefined = undefined;
+  private _notesLabel = '';
+  private readonly _score = node('span', 'cg-score cg-card-score', { 'data-testid': 'score' });
+  private readonly _notes = node('span', 'cg-card-notes', { 'data-testid': 'notes-count' });
   private readonly _thumbBox = node('div', 'cg-thumb');
   private readonly _img = node('img', 'cg-thumb-img', {
     alt: '',

@@ -21,6 +21,7 @@ import { ReviewStatus } from '../shared/review';
 import { Buffers, countOf } from '../shared/model';
 import { GridView } from './grid';
 import { GalleryModel, IDetailMessage, send } from './protocol';
+import { notesOf, notesTitle, renderScore } from './scores';
 import { CHUNK, RowCache, ThumbCache } from './state';
 
 interface IDetail {
@@ -69,7 +70,8 @@ export class DetailPane {
     const badges = node('div', 'cg-badges cg-detail-badges');
     this._failed.textContent = 'failed';
     this._editedMark.textContent = '\u270e by reviewer';
-    badges.append(this._status, this._failed, this._editedMark, this._source);
+    badges.append(this._status, this._score, this._failed, this._editedMark, this._source);
+    this._notes.append(this._notesTitle, this._notesList);
 
     const summary = node('summary');
     summary.textContent = 'Model caption';
@@ -91,7 +93,17 @@ export class DetailPane {
     this._actions = { accept, reject, edit, reset, save, cancel };
 
     const side = node('div', 'caprl-side cg-detail-side');
-    side.append(head, badges, this._error, this._caption, this._original, this._editor, this._meta, actions);
+    side.append(
+      head,
+      badges,
+      this._error,
+      this._caption,
+      this._original,
+      this._editor,
+      this._notes,
+      this._meta,
+      actions
+    );
     this.el.append(media, side);
 
     prev.addEventListener('click', () => this.step(-1));
@@ -183,10 +195,20 @@ export class DetailPane {
     if (!row) {
       setText(this._label, 'Loading\u2026');
       setText(this._caption, '');
-      for (const el of [this._caption, this._error, this._original, this._status, this._failed, this._editedMark]) {
+      for (const el of [
+        this._caption,
+        this._error,
+        this._original,
+        this._status,
+        this._failed,
+        this._editedMark,
+        this._score,
+        this._notes
+      ]) {
         el.hidden = true;
       }
       setText(this._source, '');
+      this.el.classList.remove('has-notes');
       this._meta.replaceChildren();
       return;
     }
@@ -210,6 +232,8 @@ export class DetailPane {
     setText(this._caption, text);
     this._original.hidden = detail.editing || !edited || isMissing(row.caption);
     setText(this._originalText, row.caption);
+    renderScore(this._score, row.score, failed);
+    this._renderNotes(notesOf(row));
     this._renderMeta([['row', row.id], ...Object.entries(row.meta || {})]);
   }
 
@@ -338,6 +362,24 @@ export class DetailPane {
     this._detail = null;
   }
 
+  /** The row's notes (failed questions) as a list beside the caption; kept while editing. */
+  private _renderNotes(notes: string[]): void {
+    this._notes.hidden = notes.length === 0;
+    this.el.classList.toggle('has-notes', notes.length > 0);
+    const label = this._ctx.model.get('notes_label') || '';
+    setText(this._notesTitle, notes.length ? notesTitle(notes.length, label) : '');
+    const signature = JSON.stringify(notes);
+    if (this._notesSignature === signature) return;
+    this._notesSignature = signature;
+    this._notesList.replaceChildren(
+      ...notes.map(text => {
+        const item = node('li', 'cg-detail-note');
+        item.textContent = text;
+        return item;
+      })
+    );
+  }
+
   private _renderMeta(entries: Array<[string, unknown]>): void {
     const signature = JSON.stringify(entries);
     if (this._metaSignature === signature) return;
@@ -359,6 +401,7 @@ export class DetailPane {
 
   private _detail: IDetail | null = null;
   private _metaSignature = '';
+  private _notesSignature = '';
   private readonly _actions: Record<'accept' | 'reject' | 'edit' | 'reset' | 'save' | 'cancel', HTMLButtonElement>;
   private readonly _img = node('img', 'cg-detail-img', { alt: '', 'data-testid': 'detail-image' });
   private readonly _mediaMsg = node('p', 'cg-detail-media-msg');
@@ -381,5 +424,9 @@ export class DetailPane {
     spellcheck: 'true'
   });
   private readonly _meta = node('dl', 'cg-meta');
+  private readonly _score = node('span', 'cg-score', { 'data-testid': 'detail-score' });
+  private readonly _notes = node('section', 'cg-detail-notes', { 'data-testid': 'detail-notes' });
+  private readonly _notesTitle = node('h4', 'cg-detail-notes-title');
+  private readonly _notesList = node('ul', 'cg-detail-notes-list');
   private readonly _hint = node('span', 'cg-actions-hint');
 }

@@ -195,6 +195,7 @@ export class GridView {
     }
     const fresh: HTMLElement[] = [];
     const sortBy = model.get('sort_by') || '';
+    const notesLabel = model.get('notes_label') || '';
     let painted = false;
     for (let pos = p0; pos < p1; pos++) {
       let card = this._cards.get(pos);
@@ -215,7 +216,7 @@ export class GridView {
         card.layoutPos = pos;
       }
       const row = rows.at(pos);
-      card.fill(pos, row, thumbs, sortBy);
+      card.fill(pos, row, thumbs, sortBy, notesLabel);
       if (row) painted = true;
       card.el.classList.toggle('is-pending', Boolean(row && pending.has(row.id)));
       const focused = pos === this.focusedPos;

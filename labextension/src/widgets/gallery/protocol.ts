@@ -22,9 +22,24 @@ export interface IGalleryTraits {
   thumb_size: number;
   view_count: number;
   view_version: number;
+  /** The score column's name ("" when the gallery has none); Python scores, sorts and filters. */
+  score_column: string;
+  /** [lowest, highest] score, for the threshold control's range. */
+  score_span: number[];
+  /** What the notes are called ("failed questions"; "" when the gallery has no notes column). */
+  notes_label: string;
+  /** Keep the rows scored below this (null: every row). */
+  score_below: number | null;
 }
 
 export type GalleryModel = IWidgetModel<IGalleryTraits>;
+
+/** A row's score as Python formats it; `band` picks the colour (`none`: the row has no score). */
+export interface IScore {
+  value: number | null;
+  text: string;
+  band: 'low' | 'mid' | 'high' | 'none';
+}
 
 export interface IRow {
   id: number;
@@ -36,6 +51,8 @@ export interface IRow {
   status: string;
   error: string | null;
   meta?: Record<string, string>;
+  score?: IScore | null;
+  notes?: string[];
 }
 
 export interface IRowsMessage {

@@ -1,10 +1,14 @@
-/** The gallery's toolbar: title, search, sort, the row count and the status filter chips. */
+/**
+ * The gallery's toolbar: title, search, sort, the "score below" threshold (when the gallery has a
+ * score column), the row count and the status filter chips.
+ */
 
 import { formatInt, node, setText } from '../shared/dom';
 import { countOf, Listeners, setTrait } from '../shared/model';
 import { GalleryModel, IGalleryTraits, STATUSES, StatusFilter } from './protocol';
 
 const SEARCH_DEBOUNCE_MS = 200;
+const THRESHOLD_DEBOUNCE_MS = 300;
 
 function titleCase(word: string): string {
   return word.charAt(0).toUpperCase() + word.slice(1);
@@ -41,8 +45,15 @@ export class Toolbar {
     sortLabel.textContent = 'Sort';
     this._sortSelect.id = `${uid}-sort`;
     sortBox.append(sortLabel, this._sortSelect, this._dirButton);
+    const threshold = this._threshold;
+    const thresholdLabel = node('label', 'cg-sort-label', { for: `${uid}-score-below` });
+    thresholdLabel.textContent = 'Score below';
+    threshold.id = `${uid}-score-below`;
+    const clear = this._thresholdClear;
+    clear.textContent = '\u00d7';
+    this._scoreBox.append(thresholdLabel, threshold, clear);
     const top = node('div', 'cg-toolbar-row');
-    top.append(this._title, search, sortBox, this._count);
+    top.append(this._title, search, sortBox, this._scoreBox, this._count);
     this.el.append(top, chipBox);
 
     search.addEventListener('input', () => {
@@ -53,6 +64,19 @@ export class Toolbar {
       }, SEARCH_DEBOUNCE_MS);
     });
     this._sortSelect.addEventListener('change', () => setTrait(model, 'sort_by', this._sortSelect.value));
+    threshold.addEventListener('input', () => {
+      clearTimeout(this._thresholdTimer);
+      this._thresholdTimer = window.setTimeout(() => this._saveThreshold(), THRESHOLD_DEBOUNCE_MS);
+    });
+    threshold.addEventListener('change', () => this._saveThreshold());
+    threshold.addEventListener('keydown', ev => {
+      if (ev.key === 'Enter') this._saveThreshold();
+    });
+    clear.addEventListener('click', () => {
+      threshold.value = '';
+      this._saveThreshold();
+    });
+    listeners.defer(() => clearTimeout(this._thresholdTimer));
     this._dirButton.addEventListener('click', () =>
       setTrait(model, 'sort_descending', !model.get('sort_descending'))
     );
@@ -62,7 +86,8 @@ export class Toolbar {
       title: () => this._renderTitle(),
       chips: () => this._renderChips(),
       sort: () => this._renderSort(),
-      count: () => this._renderCount()
+      count: () => this._renderCount(),
+      score: () => this._renderThreshold()
     };
     listeners.on('change:title', render.title);
     listeners.on('change:counts', render.chips);
@@ -72,6 +97,10 @@ export class Toolbar {
     listeners.on('change:sort_descending', render.sort);
     listeners.on('change:query', () => this._renderQuery());
     listeners.on('change:total', render.count);
+    listeners.on('change:score_column', render.score);
+    listeners.on('change:score_span', render.score);
+    listeners.on('change:score_below', render.score);
+    listeners.on('change:notes_label', render.score);
     for (const draw of Object.values(render)) draw();
   }
 
@@ -123,12 +152,63 @@ export class Toolbar {
     setText(this._count, `${formatInt(n)} of ${formatInt(this._model.get('total'))}`);
   }
 
+  /** Sends the threshold typed so far: a number, or null (empty) for every score. */
+  private _saveThreshold(): void {
+    clearTimeout(this._thresholdTimer);
+    this._thresholdTimer = 0;
+    const text = this._threshold.value.trim();
+    const value = text === '' ? null : Number(text);
+    if (value !== null && !Number.isFinite(value)) return; // half-typed: wait for a number
+    if ((this._model.get('score_below') ?? null) !== value) setTrait(this._model, 'score_below', value);
+  }
+
+  private _renderThreshold(): void {
+    const model = this._model;
+    const column = model.get('score_column') || '';
+    this._scoreBox.hidden = column === '';
+    const notes = model.get('notes_label') || '';
+    const hint = notes ? `Search captions, sources and ${notes}` : 'Search captions and sources';
+    this._search.placeholder = hint;
+    this._search.setAttribute('aria-label', hint);
+    if (!column) return;
+    const span = model.get('score_span') || [];
+    const [low, high] = [Number(span[0]), Number(span[1])];
+    const input = this._threshold;
+    if (Number.isFinite(low) && Number.isFinite(high) && high > low) {
+      input.min = String(low);
+      input.max = String(high);
+      input.step = String(Number(((high - low) / 20).toPrecision(2)));
+    }
+    input.title = `Show only rows whose ${column} is below this (empty: every row)`;
+    const value = model.get('score_below');
+    const shown = value === null || value === undefined ? '' : String(value);
+    const typed = input.value.trim() === '' ? null : Number(input.value);
+    // leave what the user is typing alone unless Python set another value
+    if (!this._thresholdTimer && typed !== (value ?? null)) input.value = shown;
+    this._thresholdClear.hidden = shown === '';
+    this._scoreBox.classList.toggle('is-active', shown !== '');
+  }
+
   private _renderQuery(): void {
     const query = this._model.get('query') || '';
     if (!this._searchTimer && this._search.value !== query) this._search.value = query;
   }
 
   private _searchTimer = 0;
+  private _thresholdTimer = 0;
+  private readonly _scoreBox = node('div', 'cg-sort cg-score-filter', { 'data-testid': 'score-filter' });
+  private readonly _threshold = node('input', 'cg-select cg-threshold', {
+    type: 'number',
+    inputmode: 'decimal',
+    placeholder: 'any',
+    'data-testid': 'score-below'
+  });
+  private readonly _thresholdClear = node('button', 'cg-dir cg-threshold-clear', {
+    type: 'button',
+    'data-testid': 'score-clear',
+    title: 'Show every score',
+    'aria-label': 'Clear the score threshold'
+  });
   private readonly _chips = new Map<StatusFilter, { chip: HTMLButtonElement; count: HTMLSpanElement }>();
   private readonly _title = node('div', 'cg-title');
   private readonly _search = node('input', 'cg-search', {
