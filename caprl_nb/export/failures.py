@@ -33,8 +33,8 @@ class ExportImageError(ExportError):
 
     ``failure_cases`` is a DataFrame indexed like the exported frame with ``input`` (the
     image, described) and ``error``. Nothing was published: fix or drop those rows and export
-    again, or pass ``errors="skip"`` to leave them out (they are then listed in the export's
-    manifest).
+    again, or pass ``errors="skip"`` (``--skip-unreadable``) to leave them out (they are then
+    listed in the export's manifest).
     """
 
     def __init__(self, failure_cases: pd.DataFrame, total: int) -> None:
@@ -43,7 +43,7 @@ class ExportImageError(ExportError):
         n = len(failure_cases)
         lines = [
             f"{n} of {total} selected rows have an image that cannot be read, so nothing was "
-            "written. Fix or drop those rows and export again, or pass errors='skip' to leave "
+            "written. Fix or drop those rows and export again, or pass errors='skip' (--skip-unreadable) to leave "
             "them out (they are listed in the export's manifest)."
         ]
         for label, row in failure_cases.head(20).iterrows():

@@ -133,6 +133,7 @@ class Selection:
         else:
             texts = [_table_text(v) for v in self.frame[self.source_column].iloc[rows].tolist()]
         labels = self.frame.index[rows].tolist()
+        pages = self._column("page", rows) if self.kind != "caption" and "page" in self.frame.columns else None
         out = []
         for k, row in enumerate(rows):
             record: dict[str, Any] = {self.name: texts[k]}
@@ -145,6 +146,8 @@ class Selection:
             record["review_status"] = statuses[k]
             record["reviewed_at"] = _time(times[k])
             record["index"] = str(labels[k])
+            if pages is not None:
+                record["page"] = None if pages[k] is None else int(pages[k])
             out.append(record)
         for column, name, kind in self.extras:
             values = self._column(column, rows)

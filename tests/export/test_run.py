@@ -127,3 +127,9 @@ def test_extra_columns_travel_typed(reviewed: Reviewed, tmp_path: Path) -> None:
     assert json.loads(str(row["failed_questions"])) == ["What colour?"]
     with pytest.raises(ConfigError, match="clashes"):
         export(frame.assign(source=1), tmp_path / "x.parquet", columns=["source"], progress=False)
+
+
+def test_progress_bar_counts_images(reviewed: Reviewed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export(reviewed.frame, tmp_path / "set")
+    err = capsys.readouterr().err
+    assert "caprl export imagefolder" in err and "25/25" in err
