@@ -72,5 +72,5 @@ def to_hf_dataset(
     gather.close({})
     table_ = pa.Table.from_batches(gather.taken, schema=gather.batches.schema)
     dataset = datasets.Dataset(table_)
-    outcome.report("the warning above (to_hf_dataset writes no manifest)")
+    outcome.report("this warning (export() also writes them to a manifest)")
     return dataset

@@ -44,7 +44,9 @@ class Encoded:
 
 def source_text(value: object) -> str | None:
     """Where a row's image came from, safe to publish: a path as given, a URL without its query
-    or credentials; None for in-memory images (bytes, PIL, arrays)."""
+    or credentials (a Hugging Face ``Image`` dict's ``path`` too); None for in-memory images."""
+    if isinstance(value, dict):
+        value = value.get("path")
     if isinstance(value, os.PathLike):
         value = os.fsdecode(value)
     if not isinstance(value, str) or is_missing(value):

@@ -20,8 +20,12 @@ from caprl_nb.export.media import Encoded
 
 __all__ = ["GROUP_BYTES", "GROUP_ROWS", "Batches", "ParquetWriter", "arrow_schema", "hf_features"]
 
+# A row group is what a reader holds at once: under datasets' own cap for the row groups it
+# writes (datasets.config.MAX_ROW_GROUP_SIZE, 100 MB uncompressed), and few enough rows that
+# a streaming reader starts quickly.
+# Writing a row group costs a few times its size at once (pages, statistics), hence 32 MiB.
 GROUP_ROWS = 1000
-GROUP_BYTES = 64 * 1024 * 1024
+GROUP_BYTES = 32 * 1024 * 1024
 _VALUE = {"string": "string", "int64": "int64", "float64": "float64", "bool": "bool"}
 
 
@@ -87,16 +91,26 @@ class ParquetWriter:
         import pyarrow.parquet as pq
 
         self._batches = Batches(columns)
-        self._writer = pq.ParquetWriter(str(path), self._batches.schema, compression="zstd")
+        texts = [name for name, _ in columns]
+        # Image bytes are compressed already and never repeat: no dictionary, no second compression.
+        self._writer = pq.ParquetWriter(
+            str(path), self._batches.schema, use_dictionary=texts,
+            compression={"image.bytes": "none", "image.path": "zstd", **dict.fromkeys(texts, "zstd")},
+        )
 
     def add(self, key: str, image: Encoded, record: dict[str, Any]) -> None:
         if self._batches.add(key, image, record):
-            self._writer.write_batch(self._batches.take())
+            self._group(self._batches.take())
+
+    def _group(self, batch: Any) -> None:
+        # write_table closes a row group per call; write_batch would keep adding to one
+        # buffered row group (up to a million rows) and hold every image in memory.
+        self._writer.write_table(_pyarrow().Table.from_batches([batch]))
 
     def close(self, manifest: dict[str, Any]) -> list[str]:
         last = self._batches.take()
         if last is not None:
-            self._writer.write_batch(last)
+            self._group(last)
         self._writer.add_key_value_metadata({"caprl_nb": json.dumps(manifest)})
         self._writer.close()
         return []

@@ -74,13 +74,19 @@ class Outcome:
         s = self.selection
         notes = []
         if self.failed:
+            labels = ", ".join(str(f["index"]) for f in self.failed[:10])
+            more = f" and {len(self.failed) - 10} more" if len(self.failed) > 10 else ""
             notes.append(
                 f"{len(self.failed)} row(s) were left out because their image cannot be read "
-                f"(errors='skip'); first: [{self.failed[0]['index']}] {self.failed[0]['error']}"
+                f"(errors='skip'): {labels}{more}; the first: {self.failed[0]['error']}"
             )
         if len(s.without_text):
             what = "caption" if s.kind == "caption" else "extracted values"
-            notes.append(f"{len(s.without_text)} selected row(s) have no {what} (it failed) and were left out")
+            labels = ", ".join(str(x) for x in s.frame.index[s.without_text[:10]].tolist())
+            more = f" and {len(s.without_text) - 10} more" if len(s.without_text) > 10 else ""
+            notes.append(
+                f"{len(s.without_text)} selected row(s) have no {what} (it failed) and were left out: {labels}{more}"
+            )
         if notes:
             warn(f"Exported {self.written} row(s). " + "; ".join(notes) + f". They are listed in {where}.")
 

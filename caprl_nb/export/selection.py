@@ -133,16 +133,17 @@ class Selection:
         else:
             texts = [_table_text(v) for v in self.frame[self.source_column].iloc[rows].tolist()]
         labels = self.frame.index[rows].tolist()
+        originals = self.originals(rows) if self.kind == "caption" or "raw" in self.frame.columns else None
         pages = self._column("page", rows) if self.kind != "caption" and "page" in self.frame.columns else None
         out = []
-        for k, row in enumerate(rows):
+        for k in range(len(rows)):
             record: dict[str, Any] = {self.name: texts[k]}
             if self.kind == "caption":
-                original = self.originals([row])[0]
-                record[f"original_{self.name}"] = original
+                assert originals is not None
+                record[f"original_{self.name}"] = originals[k]
                 record[f"edited_{self.name}"] = texts[k] if statuses[k] == "edited" else None
-            elif "raw" in self.frame.columns:
-                record["raw"] = self.originals([row])[0]
+            elif originals is not None:
+                record["raw"] = originals[k]
             record["review_status"] = statuses[k]
             record["reviewed_at"] = _time(times[k])
             record["index"] = str(labels[k])
@@ -223,7 +224,8 @@ def select(
             has_text = ok & frame[list(fields)].notna().any(axis=1).to_numpy(dtype=bool)
         else:
             kind, name, source = "table", str(table), table
-            has_text = ok & frame[table].map(lambda v: _table_text(v) is not None).to_numpy(dtype=bool)
+            is_table = frame[table].map(lambda v: isinstance(v, (pd.DataFrame, str, dict)))
+            has_text = ok & is_table.to_numpy(dtype=bool)
     else:
         hint = "gallery.apply(df)"
         reviewed = f"reviewed_{caption}"

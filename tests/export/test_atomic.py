@@ -73,7 +73,7 @@ def test_a_parquet_failure_at_the_last_write_publishes_nothing(
     def fail(self: object, *args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_batch", fail)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail)
     with pytest.raises(OSError, match="Input/output"):
         export(reviewed.frame, tmp_path / "set.parquet", progress=False)
     assert not (tmp_path / "set.parquet").exists()
