@@ -87,9 +87,13 @@ class ParquetWriter:
     """Streams row groups into one Parquet file; the manifest lands in its metadata at close."""
 
     def __init__(self, path: Path, columns: list[tuple[str, str]]) -> None:
-        _pyarrow()
+        pa = _pyarrow()
         import pyarrow.parquet as pq
 
+        if not hasattr(pq.ParquetWriter, "add_key_value_metadata"):  # pyarrow 17
+            msg = (f"Exporting Parquet needs pyarrow 17 or later (this is {pa.__version__}): "
+                   "pip install -U pyarrow.")
+            raise ConfigError(msg)
         self._batches = Batches(columns)
         texts = [name for name, _ in columns]
         # Image bytes are compressed already and never repeat: no dictionary, no second compression.
