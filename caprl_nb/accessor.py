@@ -6,6 +6,7 @@ wraps; every option travels with the call to :mod:`caprl_nb.frames`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -50,6 +51,18 @@ class CapRLFrameAccessor:
     def apply_reviews(self, gallery: Gallery) -> pd.DataFrame:
         """A new DataFrame with the gallery's ``review_status`` and reviewed caption columns."""
         return gallery.apply(self._frame)
+
+    def export(self, path: Any, **options: Any) -> Path:
+        """Write the reviewed rows as a training set; see :func:`caprl_nb.export.export`."""
+        from caprl_nb.export import export
+
+        return export(self._frame, path, **options)
+
+    def to_hf_dataset(self, **options: Any) -> Any:
+        """The reviewed rows as a ``datasets.Dataset``; see :func:`caprl_nb.export.to_hf_dataset`."""
+        from caprl_nb.export import to_hf_dataset
+
+        return to_hf_dataset(self._frame, **options)
 
     def extract(self, column: Any, schema: Any, **options: Any) -> pd.DataFrame:
         """Fill ``schema`` from each image or PDF page; see :func:`caprl_nb.extract.extract`."""

@@ -1,6 +1,7 @@
 """``caprl-nb``: caption files, serve a model, check the set-up, run the demo.
 
     caprl-nb caption PATH... [-o out.parquet|out.jsonl|out.csv|-]
+    caprl-nb export INPUT OUT [--format imagefolder|parquet|webdataset] [--rows accepted|reviewed|all]
     caprl-nb serve [--model ID_OR_PATH|tiny] [--host H] [--port 8000] [-- extra vLLM args]
     caprl-nb doctor
     caprl-nb store info | adopt ALIAS CHECKPOINT [--base-url URL] | import OTHER.sqlite3...
@@ -324,6 +325,37 @@ def cmd_store_import(args: argparse.Namespace) -> int:
     _say(f"{total:,} new result(s) in {path}.")
     return 0
 
+# -- export -----------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    import warnings
+
+    from caprl_nb.errors import CapRLWarning
+    from caprl_nb.export import export, read_manifest
+    from caprl_nb.export.frame_files import image_column, read_frame, with_stored_reviews
+
+    frame = read_frame(args.input)
+    image = image_column(frame, args.image)
+    if args.fields is None and args.table is None:
+        frame = with_stored_reviews(frame, image, args.caption)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CapRLWarning)
+        out = export(
+            frame, args.output, format=args.format, image=image, caption=args.caption, rows=args.rows,
+            fields=args.fields.split(",") if args.fields else None, table=args.table,
+            columns=args.columns.split(",") if args.columns else (),
+            errors="skip" if args.skip_unreadable else "raise", overwrite=args.overwrite,
+            progress=not args.quiet, shard_size=args.shard_size,
+        )
+    notes = [str(w.message) for w in caught if issubclass(w.category, CapRLWarning)]
+    for note in notes:
+        _say(f"warning: {note}")
+    manifest = read_manifest(out)
+    _say(f"wrote {manifest['rows']} of {manifest['selected']} selected row(s) to {out} ({manifest['format']})")
+    if not manifest["rows"]:
+        _say("Nothing was exported: no row was selected. Review rows in the gallery, or pass --rows all.")
+    return 1 if notes or not manifest["rows"] else 0
+
+
 # -- demo -------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     """Caption the bundled sample images and show them; offline, on the tiny model."""
@@ -408,6 +440,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser(
+        "export", help="export reviewed captions as a training set (imagefolder, Parquet, WebDataset)",
+        description=(
+            "Write the accepted and edited rows of INPUT (a .parquet/.jsonl/.csv frame, e.g. from "
+            "`caprl-nb caption -o`) as a training set, each image beside its reviewed caption and "
+            "provenance. Reviews made in the gallery over the same images and captions are read from "
+            "the result store when INPUT has no review_status column. Exit status: 0 done; 1 written, "
+            "but rows were left out (or none selected); 2 nothing written (usage, unreadable images, "
+            "target exists)."
+        ),
+    )
+    p.add_argument("input", help="the frame: .parquet, .jsonl or .csv")
+    p.add_argument("output", help="the folder (imagefolder, webdataset) or .parquet file to write")
+    p.add_argument("--format", choices=("imagefolder", "parquet", "webdataset"),
+                   help="default: parquet for OUT ending in .parquet, else imagefolder")
+    p.add_argument("--image", help="the image column (default: image, else path)")
+    p.add_argument("--caption", default="caption", help="the caption column (default: caption)")
+    p.add_argument("--rows", default="accepted", choices=("accepted", "reviewed", "all"),
+                   help="accepted+edited rows (default), every reviewed row, or all rows")
+    p.add_argument("--fields", help="export an extraction: its field columns, comma-separated")
+    p.add_argument("--table", help="export an extraction: its table column (JSON text)")
+    p.add_argument("--columns", help="more columns to carry, comma-separated")
+    p.add_argument("--shard-size", type=int, default=1000, help="rows per WebDataset shard (default 1000)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out rows whose image cannot be read (listed in the manifest) instead of failing")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="run a vLLM server for a CapRL model")
     p.add_argument(

@@ -307,3 +307,37 @@ def test_demo_captions_the_samples_and_writes_a_gallery(vllm_server: str, tmp_pa
     assert page.as_uri() in done.stdout
     assert page.read_text().count('<div class="card"') == 4
     assert "OFFLINE SMOKE MODE" not in done.stderr  # a server answered: no fallback
+
+
+def test_export_applies_the_galleries_reviews_end_to_end(sim: VLLMSimulator, tmp_path: Path) -> None:
+    from caprl_nb.widgets import Gallery
+
+    make_images(tmp_path / "photos", 6)
+    captions = tmp_path / "captions.parquet"
+    done = _cli("caption", str(tmp_path / "photos"), "-o", str(captions), "--base-url", sim.base_url)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "set.parquet"
+    done = _cli("export", str(captions), str(out))
+    assert done.returncode == 2 and "no 'review_status' column" in done.stderr and not out.exists()
+
+    frame = pd.read_parquet(captions)  # a notebook reviews the same file's rows
+    gallery = Gallery(frame, "path", "caption")
+    gallery.review(0, "accepted")
+    gallery.edit(3, "a better caption")
+    gallery.review(4, "rejected")
+    gallery.close()
+    done = _cli("export", str(captions), str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 of 2 selected row(s)" in done.stderr
+    written = pd.read_parquet(out)
+    assert written["caption"].tolist() == [frame["caption"][0], "a better caption"]
+    assert written["image"].map(lambda i: i["bytes"]).tolist() == [
+        Path(frame["path"][k]).read_bytes() for k in (0, 3)
+    ]
+    done = _cli("export", str(captions), str(out), "-q")
+    assert done.returncode == 2 and "overwrite" in done.stderr
+
+    shards = tmp_path / "shards"
+    done = _cli("export", str(captions), str(shards), "--format", "webdataset", "--rows", "all", "-q")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((shards / "caprl_export.json").read_text())["rows"] == 6

@@ -63,7 +63,15 @@ from caprl_nb.widgets.edits import (
     table_json,
     table_kinds,
 )
-from caprl_nb.widgets.reviews import STATUSES, ReviewModel, item_key, release, row_id, source_name
+from caprl_nb.widgets.reviews import (
+    STATUSES,
+    ReviewModel,
+    decision_times,
+    item_key,
+    release,
+    row_id,
+    source_name,
+)
 from caprl_nb.widgets.thumbnails import Thumbnail, ThumbnailCache
 
 __all__ = ["ExtractionReview", "canonical_json", "review_extraction"]
@@ -199,7 +207,7 @@ class ExtractionReview(anywidget.AnyWidget):
         model's. A Series of tables becomes a DataFrame with ``table`` and ``review_status``.
         Rows are matched by position when ``result`` has the review's index, else by label;
         rows the review never saw are ``unreviewed``. Rejected rows keep their values:
-        filter on ``review_status``.
+        filter on ``review_status``; ``reviewed_at`` says when each decision was made (UTC).
         """
         if result is None:
             result = self._frame[self._fields] if self._table_col is None else self._frame[[self._table_col]]
@@ -229,6 +237,7 @@ class ExtractionReview(anywidget.AnyWidget):
                     tables[i] = self._edited_value(r)
             out[column] = object_array(tables)
         out["review_status"] = pd.array(statuses, dtype="string")
+        out["reviewed_at"] = decision_times([self._reviews.decided_at(r) if r >= 0 else None for r in rows], out.index)
         return out
 
     def review(self, label: Any, status: str) -> None:

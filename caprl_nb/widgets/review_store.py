@@ -27,27 +27,28 @@ class ReviewStore:
         """Whether no decision is stored at all (then no row needs looking up)."""
         return not self.store.read("SELECT 1 FROM reviews LIMIT 1")
 
-    def decisions(self, items: list[str]) -> dict[str, tuple[str, str | None]]:
-        """Stored decisions for ``items``: item -> (status, edited text)."""
-        found: dict[str, tuple[str, str | None]] = {}
+    def decisions(self, items: list[str]) -> dict[str, tuple[str, str | None, float]]:
+        """Stored decisions for ``items``: item -> (status, edited text, decision time)."""
+        found: dict[str, tuple[str, str | None, float]] = {}
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
             rows = self.store.read(
-                "SELECT item, status, edited_caption FROM reviews "
+                "SELECT item, status, edited_caption, updated_at FROM reviews "
                 f"WHERE item IN ({', '.join('?' for _ in chunk)})",
                 tuple(chunk),
             )
-            found.update({item: (status, edited) for item, status, edited in rows})
+            found.update({item: (status, edited, at) for item, status, edited, at in rows})
         return found
 
-    def put(self, item: str, status: str, edited: str | None) -> None:
-        """Record a decision; ``status="unreviewed"`` forgets it."""
+    def put(self, item: str, status: str, edited: str | None, at: float | None = None) -> None:
+        """Record a decision made at ``at`` (seconds since the epoch; now by default);
+        ``status="unreviewed"`` forgets it."""
         if status == "unreviewed":
             self.store.write("DELETE FROM reviews WHERE item = ?", (item,))
         else:
             self.store.write(
                 "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?)",
-                (item, status, edited, time.time()),
+                (item, status, edited, time.time() if at is None else at),
             )
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -27,7 +28,9 @@ from caprl_nb.fetch import public_url
 from caprl_nb.store import ResultStore
 from caprl_nb.widgets.review_store import ReviewStore
 
-__all__ = ["STATUSES", "ItemKeys", "ReviewModel", "item_key", "release", "row_id", "source_name"]
+__all__ = [
+    "STATUSES", "ItemKeys", "ReviewModel", "decision_times", "item_key", "release", "row_id", "source_name",
+]
 
 STATUSES = ("unreviewed", "accepted", "rejected", "edited")
 _LOAD_CHUNK = 2000  # rows whose stored decisions are read per step of a deferred load
@@ -115,6 +118,12 @@ def release(pool: Executor | None, reviews: ReviewModel | None) -> None:
         reviews.close()
 
 
+def decision_times(seconds: Sequence[float | None] | np.ndarray, index: pd.Index) -> pd.Series:
+    """Decision times (seconds since the epoch; None or NaN for none) as a UTC datetime column."""
+    values = np.array([np.nan if s is None else s for s in seconds], dtype=float)
+    return pd.Series(pd.to_datetime(values, unit="s", utc=True), index=index, name="reviewed_at")
+
+
 class ItemKeys(Sequence[str]):
     """The :func:`item_key` of each row, made when a row is read: a million-row gallery pays
     for the rows it shows, reviews or looks up, never for all of them at construction."""
@@ -151,6 +160,7 @@ class ReviewModel:
         n = len(self.items)
         self.codes = np.zeros(n, dtype=np.int8)
         self.edits: dict[int, str] = {}
+        self.times: dict[int, float] = {}  # row -> when its decision was made (decided rows only)
         self._known = np.zeros(n, dtype=bool)  # rows whose stored decision has been read
         self._lock = threading.Lock()  # codes, edits, _known
         self._load_lock = threading.Lock()  # one load at a time; close() waits for it
@@ -190,8 +200,9 @@ class ReviewModel:
                     continue  # read meanwhile, or decided here since: that decision stands
                 self._known[row] = True
                 if item in stored:
-                    status, edited = stored[item]
+                    status, edited, at = stored[item]
                     self.codes[row] = _CODE.get(status, 0)
+                    self.times[row] = float(at)
                     if status == "edited" and edited is not None:
                         self.edits[row] = edited
 
@@ -200,6 +211,10 @@ class ReviewModel:
 
     def edited(self, row: int) -> str | None:
         return self.edits.get(row)
+
+    def decided_at(self, row: int) -> float | None:
+        """When the row's decision was made (seconds since the epoch); None while unreviewed."""
+        return self.times.get(row) if self.codes[row] else None
 
     def set_status(self, row: int, status: str) -> None:
         """Accept, reject or reset (``"unreviewed"``) one row; resetting drops its edit."""
@@ -210,6 +225,7 @@ class ReviewModel:
         with self._lock:
             self._known[row] = True
             self.codes[row] = _CODE[status]
+            self._stamp(row)
             if status != "accepted":
                 self.edits.pop(row, None)
             elif row in self.edits:
@@ -224,11 +240,29 @@ class ReviewModel:
             self._known[row] = True
             self.edits[row] = text
             self.codes[row] = _CODE["edited"]
+            self._stamp(row)
         self._persist(row)
+
+    def times_array(self) -> np.ndarray:
+        """Every row's decision time (seconds since the epoch), NaN where unreviewed."""
+        seconds = np.full(len(self.codes), np.nan)
+        with self._lock:
+            times = dict(self.times)
+        if times:
+            seconds[np.fromiter(times, dtype=np.intp, count=len(times))] = list(times.values())
+        seconds[self.codes == 0] = np.nan
+        return seconds
+
+    def _stamp(self, row: int) -> None:
+        """Remember now as the row's decision time (a reset forgets it); under ``_lock``."""
+        if self.codes[row]:
+            self.times[row] = time.time()
+        else:
+            self.times.pop(row, None)
 
     def _persist(self, row: int) -> None:
         if self.store is not None:
-            self.store.put(self.items[row], self.status(row), self.edits.get(row))
+            self.store.put(self.items[row], self.status(row), self.edits.get(row), self.times.get(row))
 
     def close(self) -> None:
         """Close the store (after a running load's current step); later decisions stay in memory."""
@@ -255,10 +289,11 @@ class ReviewModel:
         )
 
     def apply(self, frame: pd.DataFrame, index: pd.Index, text_column: Any) -> pd.DataFrame:
-        """A copy of ``frame`` with ``review_status`` and ``reviewed_<text_column>`` columns.
+        """A copy of ``frame`` with ``review_status``, ``reviewed_<text_column>`` and ``reviewed_at``.
 
         Rows are matched on ``index`` (the reviewed frame's index); rows the review never saw
-        are ``unreviewed``. The reviewed text is the edit where there is one, else the original.
+        are ``unreviewed``. The reviewed text is the edit where there is one, else the original;
+        ``reviewed_at`` is when the decision was made (UTC; NaT while unreviewed).
         """
         if not index.is_unique:
             msg = "The reviewed frame's index has duplicates; reset_index() before reviewing."
@@ -275,4 +310,5 @@ class ReviewModel:
             {index[row]: text for row, text in self.edits.items()}, dtype="string"
         ).reindex(out.index)
         out[f"reviewed_{text_column}"] = edits.fillna(original).astype("string")
+        out["reviewed_at"] = decision_times(self.times_array(), index).reindex(out.index)
         return out

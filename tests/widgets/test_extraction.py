@@ -218,7 +218,7 @@ def test_apply_types_edits_like_the_result(
     w.review("b", "rejected")
     out = w.apply(fields_result)
     pd.testing.assert_frame_equal(fields_result, before)  # the caller's frame is untouched
-    assert list(out.columns) == [*fields_result.columns, "review_status"]
+    assert list(out.columns) == [*fields_result.columns, "review_status", "reviewed_at"]
     for name in ("vendor", "total", "amount", "paid", "items", "error", "raw"):
         assert out[name].dtype == fields_result[name].dtype, name
     assert out.loc["a", "total"] == 1250 and out.loc["a", "amount"] == 13.0
@@ -269,7 +269,7 @@ def test_table_edit_from_text_cells_is_typed(table: tuple[ExtractionReview, Reco
     assert row["status"] == "edited"
     assert row["edited"]["rows"] == [[2020, 1.5, "x"], [2021, 2.25, "y"], [2022, 3.0, None]]  # blank row dropped
     out = w.apply(tables)
-    assert list(out.columns) == ["table", "review_status"]
+    assert list(out.columns) == ["table", "review_status", "reviewed_at"]
     assert out["review_status"].tolist() == ["edited", "unreviewed", "unreviewed", "unreviewed"]
     edited = out.loc["a", "table"]
     assert isinstance(edited, pd.DataFrame)
@@ -310,7 +310,7 @@ def test_chart_table_details_frame_reviews_its_table_column(df: pd.DataFrame, ta
     assert w.mode == "table" and w.failed_ids == [2]
     w.edit("a", {"columns": ["year", "sales", "label"], "rows": [[2020, 9, None]]})
     out = w.apply(details)
-    assert list(out.columns) == ["table", "title", "error", "review_status"]
+    assert list(out.columns) == ["table", "title", "error", "review_status", "reviewed_at"]
     assert out.loc["a", "table"]["sales"].tolist() == [9.0]
     w.close()
 

@@ -66,3 +66,23 @@ def test_dataset_cells_are_named_and_keyed_by_what_they_hold(tmp_path: Path, mon
     before = item_key("s3://b/a.png", "x")
     monkeypatch.chdir(tmp_path)
     assert item_key("s3://b/a.png", "x") == before  # a URL, not a path relative to the folder
+
+
+def test_apply_says_when_each_decision_was_made(tmp_path: Path) -> None:
+    import time
+
+    before = time.time()
+    with ResultStore(tmp_path / "s.sqlite3") as store:
+        model = ReviewModel(["k0", "k1", "k2"], store)
+        model.set_status(0, "accepted")
+        model.set_edit(1, "fixed")
+        model.set_status(2, "rejected")
+        model.set_status(2, "unreviewed")  # a reset forgets the decision and its time
+        after = time.time()
+        out = model.apply(pd.DataFrame({"caption": ["a", "b", "c"]}), pd.RangeIndex(3), "caption")
+        again = ReviewModel(["k1", "k0"], store)  # a later kernel reads the times back
+    stamps = out["reviewed_at"]
+    assert str(stamps.dtype) == "datetime64[ns, UTC]" and pd.isna(stamps[2])
+    assert all(before <= stamps[i].timestamp() <= after for i in (0, 1))
+    assert again.decided_at(0) == pytest.approx(stamps[1].timestamp(), abs=1e-6)
+    assert again.decided_at(1) == pytest.approx(stamps[0].timestamp(), abs=1e-6)
