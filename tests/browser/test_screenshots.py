@@ -113,11 +113,10 @@ def _show_cell(page: Any, index: int) -> None:
 
 
 def _no_busy_indicators(page: Any) -> None:
-    """No spinner or progress shown: Lab's kernel status is idle and no caprl view is loading."""
+    """No spinner or "Captioning…" in the picture: no caprl image view pending, no Lab spinner."""
     from playwright.sync_api import expect
 
-    expect(page.locator('.jp-caprl-Caption[data-state="loading"], .jp-caprl-Caption[data-state="running"]')
-           ).to_have_count(0, timeout=EXPECT_MS)
+    expect(page.locator('.jp-caprl-ImageView[data-state="pending"]')).to_have_count(0, timeout=EXPECT_MS)
     expect(page.locator(".jp-Spinner")).to_have_count(0, timeout=EXPECT_MS)
 
 
