@@ -133,8 +133,8 @@ def verify(
     images' index, or a list). ``questions``: None to generate ``n_questions`` per image, or
     one cell per image holding a list of ``{"question": str, "options": [str, ...], "answer":
     option text or letter}`` (a missing cell: generated for that row). ``filter=False`` keeps
-    every given question unfiltered (generated ones are always filtered unless ``filter=False``
-    too). ``samples``: filter tries per question with and without the image. ``seed`` seeds the
+    every question, given or generated, without the filter's requests. ``samples``: filter
+    tries per question with and without the image. ``seed`` seeds the
     option shuffles (reproducible, so a re-run is answered from the store). ``temperature``
     and ``max_tokens`` are the question model's sampling; answers are greedy letters.
 
@@ -145,8 +145,9 @@ def verify(
     ``questions_kept`` (Int64), ``failed_questions`` (list of str), ``questions`` (list of dicts:
     question, options, answer, source, kept, dropped, caption_answer, correct), ``error`` and
     ``error_type``. ``details=True`` adds ``question_model``, ``question_checkpoint``,
-    ``answerer_model``, ``answerer_checkpoint``, ``answerer_base_url``, ``requests_sent`` and
-    ``cached``. A row that could not be scored has NA scores and its reason in ``error``;
+    ``answerer_model``, ``answerer_checkpoint``, ``answerer_base_url``, ``requests_sent`` (chat
+    requests this call had answered for the row) and ``cached`` (scored, nothing sent). A row
+    that could not be scored has NA scores and its reason in ``error``;
     ``errors="raise"`` raises one BatchError with every failed row after the run.
     """
     if errors not in ("coerce", "raise"):
@@ -212,7 +213,8 @@ def _generate(series: pd.Series, wanted: list[int], rows: list[_Row], task: Task
         row = rows[i]
         row.question_model = optional(ran["model"].iat[j])
         row.question_checkpoint = optional(ran["checkpoint"].iat[j])
-        row.sent += int(not bool(ran["cached"].iat[j]) and optional(ran["error"].iat[j]) is None)
+        # A request the server answered (an answer that failed the task's check included).
+        row.sent += int(not bool(ran["cached"].iat[j]) and (optional(ran["attempts"].iat[j]) or 0) > 0)
         error = optional(ran["error"].iat[j])
         if error is not None:
             row.fail_text(str(error), optional(ran["error_type"].iat[j]))

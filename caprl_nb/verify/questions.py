@@ -3,7 +3,8 @@
 A question is a text, two or more distinct options and the correct option. The caller gives
 them as dicts ``{"question": str, "options": [str, ...], "answer": <option text or letter>}``
 (a letter ``"B"`` names the second option unless some option reads ``"B"``); the vision model
-writes them as JSON that :data:`GENERATE_SCHEMA` constrains (vLLM structured outputs) and
+writes them as JSON that :func:`generate_schema` constrains (vLLM structured outputs: four
+options, the answer as a letter) and
 :func:`read_generated` reads tolerantly. A caller's malformed question is a :class:`ConfigError`
 naming the row and the question before anything is sent; a malformed generated question is
 recorded as dropped, with the reason, and the row's other questions go on.
@@ -34,13 +35,14 @@ __all__ = [
 LETTERS = string.ascii_uppercase
 MAX_OPTIONS = 10  # one letter each, and a "cannot answer" option after them
 
+GENERATE_OPTIONS = 4
 GENERATE_PROMPT = (
     "Write {n} multiple-choice questions about this image that someone can answer only by "
     "looking at it: what objects are there, how many, their colours, any visible text, where "
     "things are and what is happening. Each question has 4 short options, exactly one of them "
-    "correct, and the others plausible but wrong for this image. Give the correct option's text "
-    "again as \"answer\". Answer with JSON only: "
-    '{{"questions": [{{"question": "...", "options": ["...", "...", "...", "..."], "answer": "..."}}]}}'
+    "correct, and the others plausible but wrong for this image; \"answer\" is the letter of "
+    "the correct option (A for the first, B for the second, ...). Answer with JSON only: "
+    '{{"questions": [{{"question": "...", "options": ["...", "...", "...", "..."], "answer": "B"}}]}}'
 )
 
 
@@ -49,13 +51,21 @@ def generate_prompt(n: int) -> str:
 
 
 def generate_schema(n: int) -> dict[str, Any]:
-    """The JSON schema the question model's answer is constrained to (``n`` questions at most)."""
+    """The JSON schema the question model's answer is constrained to (``n`` questions at most).
+
+    Every string is bounded (``maxLength``, which vLLM's xgrammar backend enforces) and the
+    answer is a letter, so even a model that writes nonsense ends its JSON well inside
+    ``max_tokens`` with a question that can be asked.
+    """
+    text = {"type": "string", "minLength": 1, "maxLength": 200}
+    option = {"type": "string", "minLength": 1, "maxLength": 80}
     item = {
         "type": "object",
         "properties": {
-            "question": {"type": "string"},
-            "options": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 6},
-            "answer": {"type": "string"},
+            "question": text,
+            "options": {"type": "array", "items": option, "minItems": GENERATE_OPTIONS,
+                        "maxItems": GENERATE_OPTIONS},
+            "answer": {"type": "string", "enum": list(LETTERS[:GENERATE_OPTIONS])},
         },
         "required": ["question", "options", "answer"],
         "additionalProperties": False,

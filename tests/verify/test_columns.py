@@ -62,7 +62,7 @@ def server(script: ScriptedVQA) -> Iterator[VLLMSimulator]:
 
 @pytest.fixture
 def frame(tmp_path: Path) -> pd.DataFrame:
-    return pd.DataFrame(
+    out: pd.DataFrame = pd.DataFrame(
         {
             "image": solid_images(tmp_path / "img"),
             "caption": ["A red car parked by a sign.", "A snowy winter street.", "A boat.", None],
@@ -71,6 +71,7 @@ def frame(tmp_path: Path) -> pd.DataFrame:
         },
         index=["a", "b", "c", "d"],
     )
+    return out
 
 
 def _chat(sim: VLLMSimulator) -> int:
@@ -161,7 +162,7 @@ def test_generated_questions_are_filtered_and_scored(tmp_path: Path) -> None:
     good = {"question": "What shape is shown?", "options": ["square", "circle", "star", "heart"], "answer": "square"}
     wrong = {"question": "Is it dark?", "options": ["yes", "no"], "answer": "maybe"}
     other = {"question": "What fills the picture?", "options": ["one colour", "stripes"], "answer": "one colour"}
-    facts = [Fact(d["question"], d["options"], d["answer"]) for d in (good, other)]
+    facts = [Fact(str(d["question"]), list(d["options"]), str(d["answer"])) for d in (good, other)]
     script = ScriptedVQA(facts, generated={COLOURS[0]: [good, wrong], COLOURS[1]: [other]})
     images = solid_images(tmp_path / "img", COLOURS[:2])
     with VLLMSimulator(respond=script) as sim:
@@ -228,8 +229,9 @@ def test_unfiltered_given_questions_are_all_kept(server: VLLMSimulator, frame: p
 def test_runs_inside_a_running_event_loop(server: VLLMSimulator, frame: pd.DataFrame) -> None:
     async def notebook_cell() -> pd.DataFrame:  # Jupyter runs cells with its loop running
         with pytest.warns(CapRLWarning, match=FAILED):
-            return frame.caprl.verify("image", caption="caption", questions="qs", base_url=server.base_url,
-                                      progress=False)
+            out: pd.DataFrame = frame.caprl.verify("image", caption="caption", questions="qs",
+                                                   base_url=server.base_url, progress=False)
+        return out
 
     assert asyncio.run(notebook_cell())["caption_score"].tolist()[:2] == [1.0, 0.5]
 
