@@ -28,10 +28,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from caprl_nb import frames, images
+from caprl_nb import frames
 from caprl_nb.cells import optional
 from caprl_nb.config import Settings, replace, resolve_settings
 from caprl_nb.errors import ConfigError, NoCaptionError, NoQuestionKeptError, row_error
+from caprl_nb.images import describe
 from caprl_nb.prompts import Sampling, Task
 from caprl_nb.verify.filters import Tally, verdict
 from caprl_nb.verify.options import CANNOT_ANSWER, Asked, ask, parse_choice
@@ -107,7 +108,7 @@ def _positive(value: Any, name: str, most: int) -> int:
 
 
 def verify(
-    images_: Any,
+    images: Any,
     captions: Any,
     questions: Any = None,
     *,
@@ -128,7 +129,7 @@ def verify(
 ) -> pd.DataFrame:
     """Score each caption by multiple-choice questions answered from the caption alone.
 
-    ``images_``: a Series (its index is kept) or any sequence of images, as for
+    ``images``: a Series (its index is kept) or any sequence of images, as for
     :func:`caprl_nb.caption`; ``captions``: one caption per image (a Series aligned on the
     images' index, or a list). ``questions``: None to generate ``n_questions`` per image, or
     one cell per image holding a list of ``{"question": str, "options": [str, ...], "answer":
@@ -156,7 +157,7 @@ def verify(
     samples = _positive(samples, "samples", 50)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}.")
-    series = frames.as_series(images_)
+    series = frames.as_series(images)
     index = series.index
     caption_values = [optional(c) for c in _aligned(captions, index, "captions")]
     question_cells = [None] * len(index) if questions is None else _aligned(questions, index, "questions")
@@ -294,9 +295,11 @@ def _answer(series: pd.Series, rows: list[_Row], captions: Sequence[Any], seed: 
         if not kept:
             reasons = [r["dropped"] for r in row.records if r["dropped"]]
             first = f" The first was dropped as {reasons[0]}." if reasons else ""
+            what = f"none of the row's {len(row.records)} question(s) was kept" if row.records else (
+                "the question model wrote no question")
             row.fail(NoQuestionKeptError(
-                f"none of the row's {len(row.records)} question(s) was kept by the filters.{first} "
-                "See the questions column; give your own questions, or raise n_questions."))
+                f"{what}.{first} See the questions column; give your own questions, or raise "
+                "n_questions= (or temperature=) to get others."))
             continue
         for q in kept:
             asked = ask(row.questions[q], "caption", 0, seed, caption=str(captions[i]))
@@ -362,7 +365,7 @@ def _result(series: pd.Series, rows: list[_Row], filter_run: TurnsRun | None, an
         out["cached"] = pd.array([row.sent == 0 and row.live for row in rows], dtype="boolean")
     frame: pd.DataFrame = pd.DataFrame(out, index=series.index)
     frames.settle_failures(
-        frame["error"], frame["error_type"], lambda: [images.describe(v) for v in series.array], errors,
+        frame["error"], frame["error_type"], lambda: [describe(v) for v in series.array], errors,
     )
     return frame
 

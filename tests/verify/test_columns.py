@@ -248,3 +248,16 @@ def test_bad_arguments_fail_before_anything_is_sent(server: VLLMSimulator, frame
     with pytest.raises(ConfigError, match="3 values for 4 images"):
         verify(frame["image"], ["x", "y", "z"], base_url=server.base_url)
     assert _chat(server) == 0
+
+
+def test_a_question_model_that_writes_no_usable_question_is_not_asked_again(tmp_path: Path) -> None:
+    blank = {"question": " ", "options": ["a", "b", "c", "d"], "answer": "A"}
+    script = ScriptedVQA([], generated={COLOURS[0]: [blank]})
+    images = solid_images(tmp_path / "img", COLOURS[:1])
+    with VLLMSimulator(respond=script) as sim:
+        for _ in range(2):
+            with pytest.warns(CapRLWarning, match="NoQuestionKeptError"):
+                out = verify(images, ["a caption"], base_url=sim.base_url, progress=False)
+        assert len(sim.requests) == 1  # stored: asked again it would say the same
+    assert "none of the row's 1 question(s) was kept" in out["error"][0]
+    assert out["questions"][0][0]["dropped"] == "malformed: 'question' must be a non-empty string"

@@ -49,6 +49,8 @@ def test_generated_questions_keep_the_good_and_say_why_the_rest_went() -> None:
     assert [q.question for q in good] == ["Sky?"]
     assert [why.split(":")[0] for _, why in bad] == ["duplicate", "malformed"]
     assert check_generated(text, "stop", 100) is None
-    assert isinstance(check_generated('{"questions": []}', "stop", 100), ParseError)
+    assert check_generated('{"questions": [{"question": "?"}]}', "stop", 100) is None  # kept: says why
+    assert isinstance(check_generated('{"answers": []}', "stop", 100), ParseError)
+    assert isinstance(check_generated("I cannot", "stop", 100), ParseError)
     problem = check_generated('{"questions": [{"que', "length", 64)
     assert isinstance(problem, ParseError) and "max_tokens=64" in str(problem)

@@ -62,6 +62,6 @@ def test_twenty_images_scored_or_failed_stored_and_free_the_second_time(vllm_ser
     before = _finished(vllm_server)
     with pytest.warns(CapRLWarning):
         again = verify(pd.Series(images, index=captions.index), captions, **options)
-    assert _finished(vllm_server) == before  # the identical call: nothing sent
+    assert _finished(vllm_server) == before, first[["error_type", "error"]].to_string()  # nothing sent
     assert again["requests_sent"].tolist() == [0] * 20
     pd.testing.assert_frame_equal(first[list(RESULT_COLUMNS)], again[list(RESULT_COLUMNS)])
