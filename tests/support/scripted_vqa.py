@@ -15,7 +15,7 @@ Generation requests (an image and the ``questions`` JSON schema) are answered wi
 questions scripted for that image, found by the image's colour (test images are solid colours,
 which survive any resizing). The letter is written in ``style``: ``"letter"`` (``B``),
 ``"paren"`` (``(B)``), ``"answer"`` (``Answer: B``), ``"boxed"`` (``\\boxed{B}``), ``"text"``
-(the option's text), cycling through ``styles`` per request when several are given.
+(the option's text), ``"json"`` (``{"answer": "B"}``), cycling through ``styles`` per request when several are given.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def _write(letter: str, option: str, style: str) -> str:
     return {
         "letter": letter, "paren": f"({letter})", "answer": f"Answer: {letter}",
         "boxed": f"\\boxed{{{letter}}}", "text": option, "dot": f"{letter}. {option}",
+        "json": json.dumps({"answer": letter}),
     }[style]
 
 

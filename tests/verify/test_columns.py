@@ -217,6 +217,19 @@ def test_another_answerer_endpoint_answers_from_the_caption(frame: pd.DataFrame)
     assert out["answerer_base_url"].tolist()[0] == text.base_url
 
 
+def test_an_answerer_that_is_not_vllm_gets_a_json_schema_for_the_letter(frame: pd.DataFrame) -> None:
+    answers = ScriptedVQA(FACTS, styles=("json",))
+    with VLLMSimulator(respond=ScriptedVQA(FACTS)) as vision, VLLMSimulator(respond=answers, version=None) as text:
+        with pytest.warns(CapRLWarning, match=FAILED):
+            out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=vision.base_url,
+                                     answerer_base_url=text.base_url, progress=False)
+        formats = [r.get("response_format") for r in text.requests]
+        assert not any("structured_outputs" in r or "guided_choice" in r for r in text.requests)
+    assert [f["json_schema"]["schema"]["properties"]["answer"]["enum"] for f in formats] == [
+        e["letters"] for e in answers.log]
+    assert out["caption_score"].tolist()[:2] == [1.0, 0.5]
+
+
 def test_unfiltered_given_questions_are_all_kept(server: VLLMSimulator, frame: pd.DataFrame) -> None:
     with pytest.warns(CapRLWarning, match=FAILED):  # row d: no caption
         out = frame.caprl.verify("image", caption="caption", questions="qs", filter=False,
