@@ -213,7 +213,7 @@ class VLLMSimulator:
         model_id: str = "caprl",
         root: str = "internlm/CapRL-3B",
         max_model_len: int = 32768,
-        version: str = "0.32.0",
+        version: str | None = "0.32.0",  # None: /version says null (a server that is not vLLM)
         latency: float = 0.0,
         capacity: int | None = None,
         faults: Iterable[Fault] = (),

@@ -223,7 +223,7 @@ def test_an_answerer_that_is_not_vllm_gets_a_json_schema_for_the_letter(frame: p
         with pytest.warns(CapRLWarning, match=FAILED):
             out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=vision.base_url,
                                      answerer_base_url=text.base_url, progress=False)
-        formats = [r.get("response_format") for r in text.requests]
+        formats = [r["response_format"] for r in text.requests]
         assert not any("structured_outputs" in r or "guided_choice" in r for r in text.requests)
     assert [f["json_schema"]["schema"]["properties"]["answer"]["enum"] for f in formats] == [
         e["letters"] for e in answers.log]

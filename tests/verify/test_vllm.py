@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -34,8 +35,8 @@ def _finished(base_url: str) -> float:
 def test_twenty_images_scored_or_failed_stored_and_free_the_second_time(vllm_server: str, tmp_path: Path) -> None:
     images = make_images(tmp_path / "img", 20)
     captions = pd.Series([f"A picture of noise, number {i}." for i in range(20)], index=[f"r{i}" for i in range(20)])
-    options = {"n_questions": 2, "samples": 1, "max_tokens": 900, "base_url": vllm_server, "progress": False,
-               "details": True, "read_timeout": 300}
+    options: dict[str, Any] = {"n_questions": 2, "samples": 1, "max_tokens": 900, "base_url": vllm_server,
+                               "progress": False, "details": True, "read_timeout": 300}
     before = _finished(vllm_server)
     with pytest.warns(CapRLWarning):  # noise answers drop most questions: those rows fail
         first = verify(pd.Series(images, index=captions.index), captions, **options)
