@@ -274,3 +274,14 @@ def test_a_question_model_that_writes_no_usable_question_is_not_asked_again(tmp_
         assert len(sim.requests) == 1  # stored: asked again it would say the same
     assert "none of the row's 1 question(s) was kept" in out["error"][0]
     assert out["questions"][0][0]["dropped"] == "malformed: 'question' must be a non-empty string"
+
+
+def test_offline_answers_a_verified_frame_from_the_store_alone(script: ScriptedVQA, frame: pd.DataFrame) -> None:
+    options = {"caption": "caption", "questions": "qs", "progress": False}
+    with VLLMSimulator(respond=script) as sim:
+        with pytest.warns(CapRLWarning, match=FAILED):
+            online = frame.caprl.verify("image", base_url=sim.base_url, **options)
+        url = sim.base_url
+    with pytest.warns(CapRLWarning, match=FAILED):
+        offline = frame.caprl.verify("image", base_url=url, offline=True, **options)
+    pd.testing.assert_frame_equal(online, offline)
