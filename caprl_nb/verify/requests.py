@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from caprl_nb import images
@@ -75,11 +75,6 @@ class TurnsRun:
 
     replies: list[Reply]
     info: ServerInfo | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def sent(self) -> int:
-        return sum(1 for r in self.replies if not r.cached and r.error is None)
 
 
 def _digest(document: dict[str, Any]) -> str:
@@ -179,7 +174,7 @@ class _Runner:
         finally:
             if writes is not None:
                 writes.close()
-        return TurnsRun(replies, info, self.notes)
+        return TurnsRun(replies, info)
 
     async def _source(self, row: int, pool: ThreadPoolExecutor) -> images.ImageSource:
         future = self._sources.get(row)
