@@ -9,8 +9,8 @@ this works inside Jupyter's running loop.
 
 A turn's store key is the sha256 of ``{"v", "checkpoint", "request", "images"}``: the checkpoint
 the server reports it loaded (never the served alias), everything sent besides the alias (task,
-text, the try's number, sampling, the structured-output fields, the image budget) and the sha256 of the image sent,
-if any. The identical call again sends no chat request; a changed caption changes only the
+text, the try's number, sampling, the structured-output fields, the image budget) and the
+sha256 of the image sent, if any. The identical call again sends no chat request; a changed caption changes only the
 texts of that row's caption answers. Each stored answer keeps its provenance: the task
 (``verify.with_image``, ``verify.without_image``, ``verify.answer``), the served model, the
 checkpoint, the server's URL and version, and the request as ``params``.
@@ -89,6 +89,27 @@ def turn_key(checkpoint: str, request: dict[str, Any], image_sha256: str | None)
     })
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """What one run's requests are fitted to: the server that answers and the image budget."""
+
+    info: ServerInfo
+    preset: ModelPreset | None
+    budget: int | None  # most image tokens an image may cost
+    max_tokens: int  # as sent
+
+    def request(self, turn: Turn, sampling: Sampling) -> dict[str, Any]:
+        """Everything sent for ``turn`` that can change the answer, besides the image and the alias."""
+        return {
+            "task": turn.task, "text": turn.text, "sample": turn.sample, "temperature": sampling.temperature,
+            "top_p": sampling.top_p, "repetition_penalty": sampling.repetition_penalty,
+            "max_tokens": self.max_tokens, "seed": sampling.seed,
+            "structured": choice_request(turn.letters, self.info.version),
+            "image": ({"preset": self.preset.family, "max_image_tokens": self.budget}
+                      if turn.image and self.preset else None),
+        }
+
+
 class _Runner:
     def __init__(self, turns: Sequence[Turn], values: Sequence[object], settings: Settings,
                  sampling: Sampling, *, cache: bool) -> None:
@@ -143,27 +164,26 @@ class _Runner:
         try:
             async with CapRLClient(s.for_server(s.base_urls[0])) as client:
                 info = await self._identity(client)
-                preset: ModelPreset | None = None
-                budget: int | None = None
-                max_tokens = self.sampling.max_tokens
+                fit = _Fit(info, None, None, self.sampling.max_tokens)
                 if any(t.image for t in self.turns):
                     longest = max((t.text for t in self.turns if t.image), key=len)
                     plan, notes = plan_request(Task("verify.with_image", longest, self.sampling), info, s.preset)
                     for text in notes:
                         self.note(text)
-                    preset, budget, max_tokens = plan.preset, plan.image_budget, plan.max_tokens
-                queue = iter(enumerate(self.turns))
+                    fit = _Fit(info, plan.preset, plan.image_budget, plan.max_tokens)
+                answered = await asyncio.get_running_loop().run_in_executor(None, self._stored_text_turns, fit, replies)
+                queue = iter([(i, t) for i, t in enumerate(self.turns) if i not in answered])
                 threads = max(2, min(8, os.cpu_count() or 2))
                 with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caprl-verify") as pool:
 
                     async def worker() -> None:
                         for i, turn in queue:
-                            replies[i] = await self._one(turn, client, info, pool, writes, preset, budget, max_tokens)
+                            replies[i] = await self._one(turn, client, fit, pool, writes)
                             self.done += 1
                             self.cached += replies[i].cached
                             self.failed += replies[i].error is not None
 
-                    n = max(1, min(s.concurrency, len(self.turns)))
+                    n = max(1, min(s.concurrency, len(self.turns) - len(answered)))
                     workers = [asyncio.ensure_future(worker()) for _ in range(n)]
                     try:
                         await asyncio.gather(*workers)
@@ -175,6 +195,29 @@ class _Runner:
             if writes is not None:
                 writes.close()
         return TurnsRun(replies, info)
+
+    def _stored_text_turns(self, fit: _Fit, replies: list[Reply]) -> set[int]:
+        """Positions of the turns without an image the store answers, looked up many keys per
+        query (a re-run's caption answers and blind tries); their replies are filled in."""
+        if self.store is None:
+            return set()
+        keys = {i: turn_key(fit.info.checkpoint, fit.request(t, self.sampling), None)
+                for i, t in enumerate(self.turns) if not t.image}
+        try:
+            hits = self.store.get_many(list(keys.values()))
+        except StoreError as exc:
+            self.note(f"The result store could not be read in bulk (turns were looked up one by one): {exc}")
+            return set()
+        answered = set()
+        for i, key in keys.items():
+            hit = hits.get(key)
+            if hit is not None and hit.text.strip():
+                replies[i] = Reply(text=hit.text, cached=True)
+                answered.add(i)
+                self._release(self.turns[i])
+        self.done += len(answered)
+        self.cached += len(answered)
+        return answered
 
     async def _source(self, row: int, pool: ThreadPoolExecutor) -> images.ImageSource:
         future = self._sources.get(row)
@@ -202,19 +245,12 @@ class _Runner:
         if self._left[turn.row] == 0:  # the row's last image turn: its payload is not needed again
             self._payloads.pop(turn.row, None)
 
-    async def _one(self, turn: Turn, client: CapRLClient, info: ServerInfo, pool: ThreadPoolExecutor,
-                   writes: WriteBehind | None, preset: ModelPreset | None, budget: int | None,
-                   max_tokens: int) -> Reply:
-        s, sampling = self.settings, self.sampling
+    async def _one(self, turn: Turn, client: CapRLClient, fit: _Fit, pool: ThreadPoolExecutor,
+                   writes: WriteBehind | None) -> Reply:
+        s, sampling, info = self.settings, self.sampling, fit.info
         description = images.describe(self.values[turn.row]) if turn.row < len(self.values) else f"row {turn.row}"
         try:
-            structured = choice_request(turn.letters, info.version)
-            request: dict[str, Any] = {
-                "task": turn.task, "text": turn.text, "sample": turn.sample, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "repetition_penalty": sampling.repetition_penalty,
-                "max_tokens": max_tokens, "seed": sampling.seed, "structured": structured,
-                "image": {"preset": preset.family, "max_image_tokens": budget} if turn.image and preset else None,
-            }
+            request = fit.request(turn, sampling)
             sha = None
             source = None
             if turn.image:
@@ -231,16 +267,16 @@ class _Runner:
             content: list[dict[str, Any]] = []
             processor: dict[str, Any] = {}
             if turn.image:
-                assert source is not None and preset is not None
-                payload = await self._payload(turn.row, source, pool, preset, budget)
+                assert source is not None and fit.preset is not None
+                payload = await self._payload(turn.row, source, pool, fit.preset, fit.budget)
                 content.append({"type": "image_url", "image_url": {"url": payload.data_url}})
                 processor = payload.processor_kwargs
             content.append({"type": "text", "text": turn.text})
             completion = await client.complete(
                 model=info.model, messages=[{"role": "user", "content": content}],
-                temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
+                temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=fit.max_tokens,
                 repetition_penalty=sampling.repetition_penalty, seed=sampling.seed,
-                structured=structured, processor_kwargs=processor,
+                structured=request["structured"], processor_kwargs=processor,
             )
             if not completion.text.strip():
                 raise EmptyAnswerError(
