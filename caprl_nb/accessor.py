@@ -76,6 +76,18 @@ class CapRLFrameAccessor:
 
         return chart_table(self._column(column), **options)
 
+    def verify(self, column: Any, caption: Any = "caption", questions: Any = None, **options: Any) -> pd.DataFrame:
+        """Score each row's ``caption`` by questions about ``column``'s image answered from the
+        caption alone; ``questions`` is a column name, a Series, or None to generate them. See
+        :func:`caprl_nb.verify.verify`; ``df.join(df.caprl.verify("image"))`` adds the scores."""
+        from caprl_nb.verify import verify
+
+        images = self._column(column)
+        captions = self._column(caption)
+        if questions is not None and not isinstance(questions, (pd.Series, list, tuple)):
+            questions = self._column(questions)
+        return verify(images, captions, questions, **options)
+
     def review_extraction(self, column: Any, result: Any, **options: Any) -> ExtractionReview:
         """Review ``result`` (from ``extract`` or ``chart_table``) beside ``column``'s images;
         see :class:`caprl_nb.widgets.ExtractionReview`."""

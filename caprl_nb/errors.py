@@ -30,6 +30,9 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
     │   ├── TruncatedError          cut off at max_tokens before the JSON object was complete
     │   └── ValidationError         JSON that does not satisfy the schema
     ├── NotStoredError              offline=True and the row's answer is not in the store
+    ├── VerifyError                 verify: a row that cannot be scored
+    │   ├── NoCaptionError          the row has no caption to score
+    │   └── NoQuestionKeptError     no usable question (none read, or the filters dropped all)
     ├── StoreError                  the SQLite result store
     └── BatchError                  errors="raise": every failed row, as a DataFrame
 
@@ -64,6 +67,8 @@ __all__ = [
     "ImageNotFoundError",
     "ImageTooLargeError",
     "ModelNotChosenError",
+    "NoCaptionError",
+    "NoQuestionKeptError",
     "NotStoredError",
     "ParseError",
     "PathNotAllowedError",
@@ -77,6 +82,7 @@ __all__ = [
     "TruncatedError",
     "UnsupportedImageError",
     "ValidationError",
+    "VerifyError",
 ]
 
 
@@ -207,6 +213,19 @@ class ValidationError(AnswerError):
 
 class NotStoredError(CapRLError):
     """``offline=True`` sends nothing to a server, and this row's answer is not in the store."""
+
+
+class VerifyError(CapRLError):
+    """``verify``: a row that cannot be scored (its ``error_type``; a call never raises it)."""
+
+
+class NoCaptionError(VerifyError):
+    """The row has no caption to score; caption it first (``df.caprl.caption``)."""
+
+
+class NoQuestionKeptError(VerifyError):
+    """No usable question for the row: none could be read from the question model, or the
+    filters dropped every one (each question's ``dropped`` says why)."""
 
 
 class StoreError(CapRLError):

@@ -193,6 +193,8 @@ class VLLMSimulator:
               Default: ``(model_id,)``.
     api_key:  as ``vllm serve --api-key``: every ``/v1/`` request without
               ``Authorization: Bearer <api_key>`` is answered 401 ``{"error": "Unauthorized"}``.
+    respond:  ``respond(body) -> text | None``: the answer to a request body (a scripted
+              "model" for tests whose answers must be known); None: the hash caption.
 
     Observations, readable from any thread:
     requests: every chat-completion request body received (parsed JSON; ``{"_raw": ...}``
@@ -211,7 +213,7 @@ class VLLMSimulator:
         model_id: str = "caprl",
         root: str = "internlm/CapRL-3B",
         max_model_len: int = 32768,
-        version: str = "0.32.0",
+        version: str | None = "0.32.0",  # None: /version says null (a server that is not vLLM)
         latency: float = 0.0,
         capacity: int | None = None,
         faults: Iterable[Fault] = (),
@@ -223,6 +225,7 @@ class VLLMSimulator:
         port: int = 0,
         served_names: Iterable[str] = (),
         api_key: str | None = None,
+        respond: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             msg = f"fault_rate must be within [0, 1], not {fault_rate}."
@@ -236,6 +239,7 @@ class VLLMSimulator:
         self.model_id = model_id
         self.served_names = tuple(served_names) or (model_id,)
         self.api_key = api_key
+        self.respond = respond
         self.root = root
         self.max_model_len = max_model_len
         self.version = version
@@ -700,6 +704,9 @@ class VLLMSimulator:
         budget = limit - prompt_tokens if max_tokens is None else min(max_tokens, limit - prompt_tokens)
         words = min(self.completion_tokens, budget)
         content = _caption([image.digest for image in images], prompt, words)
+        scripted = self.respond(body) if self.respond is not None else None
+        if scripted is not None:
+            content, words = scripted, self.completion_tokens  # a whole answer: finish_reason "stop"
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
