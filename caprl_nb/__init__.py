@@ -16,11 +16,16 @@ from caprl_nb.errors import (
     ConfigError,
     EmptyAnswerError,
     EngineError,
+    ExportError,
+    ExportImageError,
+    ExportTargetError,
     ImageDecodeError,
     ImageError,
     ImageNotFoundError,
     ImageTooLargeError,
     ModelNotChosenError,
+    NoCaptionError,
+    NoQuestionKeptError,
     NotStoredError,
     ParseError,
     PathNotAllowedError,
@@ -34,6 +39,7 @@ from caprl_nb.errors import (
     TruncatedError,
     UnsupportedImageError,
     ValidationError,
+    VerifyError,
 )
 from caprl_nb.frames import ask, caption
 from caprl_nb.prompts import CAPTION_PROMPT
@@ -49,6 +55,9 @@ __all__ = [
     "ConfigError",
     "EmptyAnswerError",
     "EngineError",
+    "ExportError",
+    "ExportImageError",
+    "ExportTargetError",
     "ExtractionReview",
     "Gallery",
     "ImageDecodeError",
@@ -56,6 +65,8 @@ __all__ = [
     "ImageNotFoundError",
     "ImageTooLargeError",
     "ModelNotChosenError",
+    "NoCaptionError",
+    "NoQuestionKeptError",
     "NotStoredError",
     "ParseError",
     "PathNotAllowedError",
@@ -70,6 +81,7 @@ __all__ = [
     "TruncatedError",
     "UnsupportedImageError",
     "ValidationError",
+    "VerifyError",
     "__version__",
     "ask",
     "caption",
@@ -96,8 +108,10 @@ def __getattr__(name: str) -> object:
         return getattr(widgets, name)
     # `import caprl_nb` then `caprl_nb.extract.concat_tables(...)` (as the README does): the
     # subpackage is imported on first use, keeping `import caprl_nb` light.
-    if name == "extract":
+    # `caprl_nb.verify.verify(...)`, `caprl_nb.export.export(...)` likewise (the subpackages,
+    # not their functions, are these names: df.caprl.verify / df.caprl.export call them).
+    if name in ("extract", "verify", "export"):
         import importlib
 
-        return importlib.import_module("caprl_nb.extract")
+        return importlib.import_module(f"caprl_nb.{name}")
     raise AttributeError(f"module 'caprl_nb' has no attribute {name!r}")

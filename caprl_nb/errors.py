@@ -33,6 +33,9 @@ them: images.py for Pillow, client.py for HTTP, store.py for SQLite.
     ├── VerifyError                 verify: a row that cannot be scored
     │   ├── NoCaptionError          the row has no caption to score
     │   └── NoQuestionKeptError     no usable question (none read, or the filters dropped all)
+    ├── ExportError                 an export could not be written (nothing was published)
+    │   ├── ExportTargetError       (also FileExistsError) the target exists and may not be replaced
+    │   └── ExportImageError        errors="raise" and some rows' images could not be read
     ├── StoreError                  the SQLite result store
     └── BatchError                  errors="raise": every failed row, as a DataFrame
 
@@ -62,6 +65,9 @@ __all__ = [
     "ConfigError",
     "EmptyAnswerError",
     "EngineError",
+    "ExportError",
+    "ExportImageError",
+    "ExportTargetError",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
@@ -226,6 +232,39 @@ class NoCaptionError(VerifyError):
 class NoQuestionKeptError(VerifyError):
     """No usable question for the row: none could be read from the question model, or the
     filters dropped every one (each question's ``dropped`` says why)."""
+
+
+class ExportError(CapRLError):
+    """An export could not be written; the target was left as it was."""
+
+
+class ExportTargetError(ExportError, FileExistsError):
+    """The target path exists and ``overwrite=False``, or it holds something no export made."""
+
+
+class ExportImageError(ExportError):
+    """``errors="raise"``: rows whose image could not be read, every one of them.
+
+    ``failure_cases`` is a DataFrame indexed like the exported frame with ``input`` (the
+    image, described) and ``error``. Nothing was published: fix or drop those rows and export
+    again, or pass ``errors="skip"`` (``--skip-unreadable``) to leave them out (they are then
+    listed in the export's manifest).
+    """
+
+    def __init__(self, failure_cases: pd.DataFrame, total: int) -> None:
+        self.failure_cases = failure_cases
+        self.total = total
+        n = len(failure_cases)
+        lines = [
+            f"{n} of {total} selected rows have an image that cannot be read, so nothing was "
+            "written. Fix or drop those rows and export again, or pass errors='skip' (--skip-unreadable) to leave "
+            "them out (they are listed in the export's manifest)."
+        ]
+        for label, row in failure_cases.head(20).iterrows():
+            lines.append(f"  [{label!r}] {row['error']}")
+        if n > 20:
+            lines.append(f"  ... and {n - 20} more (see .failure_cases)")
+        super().__init__("\n".join(lines))
 
 
 class StoreError(CapRLError):

@@ -49,7 +49,9 @@ from caprl_nb.verify.requests import Turn, TurnsRun, run_turns
 __all__ = ["ANSWER_MAX_TOKENS", "GENERATE_MAX_TOKENS", "RESULT_COLUMNS", "verify"]
 
 Errors = Literal["coerce", "raise"]
-RESULT_COLUMNS = ("caption_score", "questions_kept", "failed_questions", "questions", "error", "error_type")
+RESULT_COLUMNS = (
+    "caption_score", "questions_kept", "failed_questions", "questions", "verify_error", "verify_error_type",
+)
 DETAIL_COLUMNS = (
     "question_model", "question_checkpoint", "answerer_model", "answerer_checkpoint",
     "answerer_base_url", "requests_sent", "cached",
@@ -144,11 +146,13 @@ def verify(
 
     Returns a DataFrame aligned on the images' index: ``caption_score`` (Float64),
     ``questions_kept`` (Int64), ``failed_questions`` (list of str), ``questions`` (list of dicts:
-    question, options, answer, source, kept, dropped, caption_answer, correct), ``error`` and
-    ``error_type``. ``details=True`` adds ``question_model``, ``question_checkpoint``,
+    question, options, answer, source, kept, dropped, caption_answer, correct), ``verify_error``
+    and ``verify_error_type`` (named apart from a captioning ``error`` column, so
+    ``df.join(df.caprl.verify(...))`` works on a frame from ``caption(details=True)``).
+    ``details=True`` adds ``question_model``, ``question_checkpoint``,
     ``answerer_model``, ``answerer_checkpoint``, ``answerer_base_url``, ``requests_sent`` (chat
     requests this call had answered for the row) and ``cached`` (scored, nothing sent). A row
-    that could not be scored has NA scores and its reason in ``error``;
+    that could not be scored has NA scores and its reason in ``verify_error``;
     ``errors="raise"`` raises one BatchError with every failed row after the run.
     """
     if errors not in ("coerce", "raise"):
@@ -351,8 +355,8 @@ def _result(series: pd.Series, rows: list[_Row], filter_run: TurnsRun | None, an
         "questions_kept": pd.array(kept_counts, dtype="Int64"),
         "failed_questions": _objects(failed).array,
         "questions": _objects([row.records for row in rows]).array,
-        "error": pd.array([row.error for row in rows], dtype="string"),
-        "error_type": pd.array([row.error_type for row in rows], dtype="string"),
+        "verify_error": pd.array([row.error for row in rows], dtype="string"),
+        "verify_error_type": pd.array([row.error_type for row in rows], dtype="string"),
     }
     if details:
         answerer = answer_run.info if answer_run is not None else None
@@ -365,7 +369,7 @@ def _result(series: pd.Series, rows: list[_Row], filter_run: TurnsRun | None, an
         out["cached"] = pd.array([row.sent == 0 and row.live for row in rows], dtype="boolean")
     frame: pd.DataFrame = pd.DataFrame(out, index=series.index)
     frames.settle_failures(
-        frame["error"], frame["error_type"], lambda: [describe(v) for v in series.array], errors,
+        frame["verify_error"], frame["verify_error_type"], lambda: [describe(v) for v in series.array], errors,
     )
     return frame
 

@@ -43,6 +43,7 @@ from caprl_nb.widgets.reviews import (
 from caprl_nb.widgets.scores import (
     NOTES_COLUMN,
     SCORE_COLUMN,
+    SCORE_ERROR_COLUMN,
     NotesColumn,
     NotesIndex,
     ScoreColumn,
@@ -162,6 +163,10 @@ class Gallery(anywidget.AnyWidget):
             sort = [c for c in numeric if not pd.api.types.is_bool_dtype(data[c])]
         self._scores = ScoreColumn.of(data, score) if score is not None else None
         self._notes = NotesColumn(str(notes), data[notes]) if notes is not None else None
+        # Why a row has no score (verify's reason), shown as its note: never as a failed caption.
+        self._unscored: pd.Series | None = (
+            data[SCORE_ERROR_COLUMN] if self._scores is not None and SCORE_ERROR_COLUMN in data.columns else None
+        )
         n = len(data)
         self._data = data
         self._n = n
@@ -250,6 +255,10 @@ class Gallery(anywidget.AnyWidget):
         meta = {name: col.iloc[ids].tolist() for name, col in self._sort_columns.items() if name != shown}
         scores = self._scores.cells(ids) if self._scores is not None else [None] * len(ids)
         notes = self._notes.lists(ids) if self._notes is not None else [[] for _ in ids]
+        if self._unscored is not None:
+            for k, why in enumerate(self._unscored.iloc[ids].tolist()):
+                if not notes[k] and not is_missing(why) and scores[k] is not None and scores[k]["value"] is None:
+                    notes[k] = [f"not scored: {why}"]
         return [
             {
                 "id": row,

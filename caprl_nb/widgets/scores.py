@@ -23,10 +23,14 @@ import pandas as pd
 from caprl_nb.cells import is_missing
 from caprl_nb.errors import ColumnNotFoundError, ConfigError
 
-__all__ = ["NOTES_COLUMN", "SCORE_COLUMN", "NotesColumn", "NotesIndex", "ScoreColumn", "note_list", "pick_column"]
+__all__ = [
+    "NOTES_COLUMN", "SCORE_COLUMN", "SCORE_ERROR_COLUMN", "NotesColumn", "NotesIndex", "ScoreColumn", "note_list",
+    "pick_column",
+]
 
 SCORE_COLUMN = "caption_score"  # what verify writes; the gallery picks it up by itself
 NOTES_COLUMN = "failed_questions"
+SCORE_ERROR_COLUMN = "verify_error"  # why verify could not score a row: shown as the row's note
 # A score in [0, 1] (a fraction of questions answered) is coloured by fixed bands; with five
 # questions 0-0.4 is low, 0.6 mid and 0.8-1 high. Other scores are cut at their terciles.
 UNIT_BANDS = (0.5, 0.8)

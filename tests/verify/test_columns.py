@@ -84,7 +84,7 @@ def test_scores_filters_and_failed_questions_are_exact(
     with pytest.warns(CapRLWarning, match="2 row"):
         out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=server.base_url, progress=False)
     assert list(out.columns) == list(RESULT_COLUMNS) == [
-        "caption_score", "questions_kept", "failed_questions", "questions", "error", "error_type"]
+        "caption_score", "questions_kept", "failed_questions", "questions", "verify_error", "verify_error_type"]
     assert list(out.index) == ["a", "b", "c", "d"]
     assert str(out["caption_score"].dtype) == "Float64" and str(out["questions_kept"].dtype) == "Int64"
     assert out["caption_score"].tolist()[:2] == [1.0, 0.5]
@@ -102,9 +102,9 @@ def test_scores_filters_and_failed_questions_are_exact(
     roof = next(r for r in out["questions"]["b"] if r["question"] == ROOF.question)
     assert roof == {"question": ROOF.question, "options": ROOF.options, "answer": "cat", "source": "given",
                     "kept": True, "dropped": None, "caption_answer": CANNOT, "correct": False}
-    assert out["error_type"].tolist()[2:] == ["NoQuestionKeptError", "NoCaptionError"]
-    assert "none of the row's 1 question(s) was kept" in out["error"]["c"]
-    assert out["error"][["a", "b"]].isna().all()
+    assert out["verify_error_type"].tolist()[2:] == ["NoQuestionKeptError", "NoCaptionError"]
+    assert "none of the row's 1 question(s) was kept" in out["verify_error"]["c"]
+    assert out["verify_error"][["a", "b"]].isna().all()
     # Requests: 6 questions of rows a-c x (3 with + 3 without the image), then 3 kept answered.
     modes = Counter(entry["mode"] for entry in script.log)
     assert modes == {"with_image": 18, "without_image": 18, "caption": 3}
@@ -199,7 +199,7 @@ def test_failed_rows_are_data_and_raise_lists_them_all(tmp_path: Path, frame: pd
         with pytest.warns(CapRLWarning, match=FAILED):
             out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=sim.base_url, progress=False)
     assert out["caption_score"].tolist()[0] == 1.0  # the rejected try was not stored: asked again
-    assert out["error_type"].tolist()[1:] == ["ImageDecodeError", "NoQuestionKeptError", "NoCaptionError"]
+    assert out["verify_error_type"].tolist()[1:] == ["ImageDecodeError", "NoQuestionKeptError", "NoCaptionError"]
 
 
 def test_another_answerer_endpoint_answers_from_the_caption(frame: pd.DataFrame) -> None:
@@ -272,7 +272,7 @@ def test_a_question_model_that_writes_no_usable_question_is_not_asked_again(tmp_
             with pytest.warns(CapRLWarning, match="NoQuestionKeptError"):
                 out = verify(images, ["a caption"], base_url=sim.base_url, progress=False)
         assert len(sim.requests) == 1  # stored: asked again it would say the same
-    assert "none of the row's 1 question(s) was kept" in out["error"][0]
+    assert "none of the row's 1 question(s) was kept" in out["verify_error"][0]
     assert out["questions"][0][0]["dropped"] == "malformed: 'question' must be a non-empty string"
 
 

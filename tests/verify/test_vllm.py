@@ -43,9 +43,9 @@ def test_twenty_images_scored_or_failed_stored_and_free_the_second_time(vllm_ser
     sent = _finished(vllm_server) - before
     assert list(first.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     scored = first["caption_score"].notna()
-    assert (scored ^ first["error"].notna()).all()  # a score or an explicit error, never neither
+    assert (scored ^ first["verify_error"].notna()).all()  # a score or an explicit error, never neither
     assert first.loc[scored, "caption_score"].between(0, 1).all()
-    assert first.loc[~scored, "error_type"].notna().all()
+    assert first.loc[~scored, "verify_error_type"].notna().all()
     assert sent == first["requests_sent"].sum() > 0
     generated = [q for qs in first["questions"] for q in qs]
     assert generated and {q["source"] for q in generated} == {"generated"}
@@ -63,6 +63,6 @@ def test_twenty_images_scored_or_failed_stored_and_free_the_second_time(vllm_ser
     before = _finished(vllm_server)
     with pytest.warns(CapRLWarning):
         again = verify(pd.Series(images, index=captions.index), captions, **options)
-    assert _finished(vllm_server) == before, first[["error_type", "error"]].to_string()  # nothing sent
+    assert _finished(vllm_server) == before, first[["verify_error_type", "verify_error"]].to_string()  # nothing sent
     assert again["requests_sent"].tolist() == [0] * 20
     pd.testing.assert_frame_equal(first[list(RESULT_COLUMNS)], again[list(RESULT_COLUMNS)])

@@ -409,6 +409,23 @@ def test_verify_columns_are_picked_up_and_sent_with_each_row(verified: pd.DataFr
     g.close()
 
 
+def test_why_a_row_has_no_score_is_its_note_not_a_failed_caption(verified: pd.DataFrame) -> None:
+    why = ["NoQuestionKeptError: none of the row's 5 question(s) was kept" if pd.isna(s) else None for s in SCORES]
+    data = verified.assign(verify_error=pd.array(why, dtype="string"))
+    unscored = [i for i, s in enumerate(SCORES) if pd.isna(s)]
+    assert unscored
+    g, rec = _scored(data)
+    assert g.counts["failed"] == 0  # verify's reason is not a captioning failure
+    _view_ids(g, rec)
+    rows = {r["id"]: r for r in rec.last("rows")["rows"]}
+    for i in unscored:
+        assert rows[i]["error"] is None and rows[i]["score"]["text"] == "no score"
+        # the reason, unless the row has failed questions of its own to show
+        assert rows[i]["notes"] == (list(FAILED[i]) if len(FAILED[i]) else [f"not scored: {why[i]}"])
+    assert all(not n.startswith("not scored") for i, r in rows.items() if i not in unscored for n in r["notes"])
+    g.close()
+
+
 def test_sorting_by_score_puts_the_lowest_first_and_unscored_rows_last(verified: pd.DataFrame) -> None:
     g, rec = _scored(verified)
     g.sort_by = "caption_score"
