@@ -257,7 +257,8 @@ class Gallery(anywidget.AnyWidget):
         notes = self._notes.lists(ids) if self._notes is not None else [[] for _ in ids]
         if self._unscored is not None:
             for k, why in enumerate(self._unscored.iloc[ids].tolist()):
-                if not notes[k] and not is_missing(why) and scores[k] is not None and scores[k]["value"] is None:
+                cell = scores[k]
+                if not notes[k] and not is_missing(why) and cell is not None and cell["value"] is None:
                     notes[k] = [f"not scored: {why}"]
         return [
             {
