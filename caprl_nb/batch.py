@@ -40,7 +40,6 @@ from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
 from caprl_nb.errors import (
     AnswerError,
-    CheckpointChangedError,
     ConfigError,
     NotStoredError,
     ServerUnavailableError,
@@ -48,7 +47,7 @@ from caprl_nb.errors import (
     row_error,
     warn,
 )
-from caprl_nb.fleet import Fleet, Lane, ServerMoved, check_same_checkpoint
+from caprl_nb.fleet import Fleet, Lane, ServerMoved, connect_all, open_lane
 from caprl_nb.health import ServerWatch
 from caprl_nb.pacing import Pacer
 from caprl_nb.plan import RequestPlan, legacy_key, plan_request, token_budget
@@ -162,29 +161,10 @@ class BatchRunner:
         return info
 
     async def _connect_all(self, clients: list[CapRLClient]) -> list[ServerInfo | None]:
-        """Every server's account of itself (None for one that does not answer, when another
-        does); all that answer must serve one checkpoint (MixedCheckpointsError otherwise)."""
-        if len(clients) == 1 or self.settings.offline:
+        """Every server's account of itself (see :func:`caprl_nb.fleet.connect_all`)."""
+        if self.settings.offline:
             return [await self._connect(clients[0])] + [None] * (len(clients) - 1)
-        found = await asyncio.gather(*(self._connect(c) for c in clients), return_exceptions=True)
-        for outcome in found:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ServerUnavailableError):
-                raise outcome  # a setting that cannot work (model, API key): say so at once
-        infos = [None if isinstance(o, BaseException) else o for o in found]
-        answered = [info for info in infos if info is not None]
-        if not answered:
-            first = found[0]
-            assert isinstance(first, BaseException)
-            raise first
-        check_same_checkpoint(answered)
-        for client, outcome in zip(clients, found):
-            if isinstance(outcome, BaseException):
-                self._note(
-                    f"The server at {client.settings.base_url} did not answer at the start ({outcome}); "
-                    f"this call went on with the others and gave it up to {self.settings.outage_timeout:g} s "
-                    "(outage_timeout=) to join."
-                )
-        return infos
+        return await connect_all(clients, self._connect, self._note, self.settings.outage_timeout)
 
     def _offline_identity(self) -> ServerInfo:
         assert self.store is not None
@@ -207,20 +187,6 @@ class BatchRunner:
             f"{info.base_url} when last seen, {when}); no server is contacted and rows not in "
             "the store fail."
         )
-        return info
-
-    async def _probe(self, client: CapRLClient, model: str | None) -> ServerInfo:
-        """The health probe: the server answers /v1/models and (still) serves our checkpoint."""
-        assert self.plan is not None
-        info = await client.server_info(model)
-        if info.checkpoint != self.plan.checkpoint:
-            msg = (
-                f"The server at {client.settings.base_url} came back serving {info.checkpoint!r}, "
-                f"not {self.plan.checkpoint!r} that answered this batch's other rows; rows not "
-                "finished by then were not run. Finished rows are kept; run the call again to "
-                "do the rest with the new checkpoint."
-            )
-            raise CheckpointChangedError(msg)
         return info
 
     # -- one row --------------------------------------------------------------------------
@@ -547,17 +513,10 @@ class BatchRunner:
         return results
 
     def _lane(self, client: CapRLClient, info: ServerInfo | None, workers: int) -> Lane:
-        """One server's client, health watch and pacer."""
-        lane: Lane | None = None
-
-        async def probe() -> None:
-            assert lane is not None
-            lane.info = await self._probe(client, lane.info.model if lane.info else self.settings.model)
-
-        watch = ServerWatch(probe, client.settings.base_url, self.settings.outage_timeout, on_change=self._say)
-        lane = Lane(client=client, pacer=Pacer(min(workers, self.settings.concurrency), client.metrics),
-                    watch=watch, probe=probe, info=info)
-        return lane
+        """One server's client, health watch and pacer (:func:`caprl_nb.fleet.open_lane`)."""
+        assert self.plan is not None
+        return open_lane(client, info, min(workers, self.settings.concurrency), self.plan.checkpoint,
+                         self.settings.model, self.settings.outage_timeout, on_change=self._say)
 
     def _give_up(
         self, results: BatchResults, pending: dict[int, object], values: Iterable[object],

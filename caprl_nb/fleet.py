@@ -31,7 +31,10 @@ from caprl_nb.errors import CapRLError, CheckpointChangedError, ConfigError, Ser
 from caprl_nb.health import ServerWatch
 from caprl_nb.pacing import Pacer
 
-__all__ = ["Fleet", "Lane", "MixedCheckpointsError", "ServerMoved", "check_same_checkpoint", "short_name"]
+__all__ = [
+    "Fleet", "Lane", "MixedCheckpointsError", "ServerMoved", "check_same_checkpoint", "connect_all", "open_lane",
+    "short_name",
+]
 
 
 class MixedCheckpointsError(ConfigError):
@@ -60,6 +63,64 @@ def check_same_checkpoint(infos: Sequence[ServerInfo]) -> None:
         "pass only those as base_url=, or run one call per checkpoint."
     )
     raise MixedCheckpointsError(msg)
+
+
+async def connect_all(
+    clients: Sequence[CapRLClient], connect: Callable[[CapRLClient], Awaitable[ServerInfo]],
+    note: Callable[[str], None], outage_timeout: float,
+) -> list[ServerInfo | None]:
+    """Every server's account of itself (``connect``), asked at once: None for one that does not
+    answer while another does (``note`` says so; it may join later). All that answer must serve
+    one checkpoint (:class:`MixedCheckpointsError` otherwise); a setting that cannot work (the
+    model, the API key) raises at once, and so does the first server's error when none answers."""
+    if len(clients) == 1:
+        return [await connect(clients[0])]
+    found = await asyncio.gather(*(connect(c) for c in clients), return_exceptions=True)
+    for outcome in found:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, ServerUnavailableError):
+            raise outcome  # a setting that cannot work (model, API key): say so at once
+    infos = [None if isinstance(o, BaseException) else o for o in found]
+    answered = [info for info in infos if info is not None]
+    if not answered:
+        first = found[0]
+        assert isinstance(first, BaseException)
+        raise first
+    check_same_checkpoint(answered)
+    for client, outcome in zip(clients, found):
+        if isinstance(outcome, BaseException):
+            note(
+                f"The server at {client.settings.base_url} did not answer at the start ({outcome}); "
+                f"this call went on with the others and gave it up to {outage_timeout:g} s "
+                "(outage_timeout=) to join."
+            )
+    return infos
+
+
+def open_lane(
+    client: CapRLClient, info: ServerInfo | None, cap: int, checkpoint: str, model: str | None,
+    outage_timeout: float, on_change: Callable[[str], None] | None = None,
+) -> Lane:
+    """One server's lane: its client, a pacer of at most ``cap`` requests in flight, and a health
+    watch whose probe checks the server (still) serves ``checkpoint`` (``info``: None for a
+    server that did not answer at the start; :meth:`Fleet.mark_down` it)."""
+    lane: Lane | None = None
+
+    async def probe() -> None:
+        assert lane is not None
+        found = await client.server_info(lane.info.model if lane.info else model)
+        if found.checkpoint != checkpoint:
+            msg = (
+                f"The server at {client.settings.base_url} came back serving {found.checkpoint!r}, "
+                f"not {checkpoint!r} that answered this call's other requests; requests not "
+                "finished by then were not run. Finished ones are kept; run the call again to "
+                "do the rest with the new checkpoint."
+            )
+            raise CheckpointChangedError(msg)
+        lane.info = found
+
+    watch = ServerWatch(probe, client.settings.base_url, outage_timeout, on_change=on_change)
+    lane = Lane(client=client, pacer=Pacer(cap, client.metrics), watch=watch, probe=probe, info=info)
+    return lane
 
 
 @dataclass(eq=False)
