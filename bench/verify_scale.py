@@ -7,9 +7,10 @@ right with the image, wrong without it, from a caption right when the caption ho
 
 Each phase runs in a fresh process against the same store: ``first`` (every request sent) and
 ``again`` (the identical call: nothing may be sent). Prints each phase's wall time around the
-call, its peak RSS, and the requests the servers received.
+call, its peak RSS (which includes the store's memory-mapped pages it read), with ``--trace``
+the peak of Python's own allocations, and the requests the servers received.
 
-    .venv/bin/python bench/verify_scale.py [--images 600] [--questions 5] [--samples 3] [--servers 1]
+    .venv/bin/python bench/verify_scale.py [--images 600] [--questions 5] [--samples 3] [--servers 1] [--trace]
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import json, resource, sys, time, warnings
+import json, resource, sys, time, tracemalloc, warnings
 import pandas as pd
 import caprl_nb.accessor
 spec = json.loads(open(sys.argv[1]).read())
 df = pd.DataFrame({"image": spec["files"], "caption": spec["captions"], "qs": spec["questions"]})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if spec["trace"]:
+    tracemalloc.start()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     started = time.perf_counter()
@@ -39,7 +42,8 @@ with warnings.catch_warnings():
                           base_url=sys.argv[2], details=True, progress=False)
     seconds = time.perf_counter() - started
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_kib": after, "before_kib": before,
+traced = tracemalloc.get_traced_memory()[1] if spec["trace"] else 0
+print(json.dumps({"seconds": seconds, "peak_kib": after, "before_kib": before, "traced": traced,
                   "scored": int(out["caption_score"].notna().sum()), "sent": int(out["requests_sent"].sum()),
                   "mean": float(out["caption_score"].mean())}))
 """
@@ -75,20 +79,22 @@ for s in sims:
 """
 
 
-def _spec(files: list[str], questions: int, samples: int) -> dict[str, object]:
+def _spec(files: list[str], questions: int, samples: int, trace: bool) -> dict[str, object]:
     words = ["red", "blue", "green", "white"]
     qs, captions = [], []
     for i, _ in enumerate(files):
-        row = []
+        row: list[dict[str, str | list[str]]] = []
+        answers: list[str] = []
         for q in range(questions):
             answer = f"{words[(i + q) % 4]}-{i}-{q}"
             options = [f"{w}-{i}-{q}" for w in words]
             row.append({"question": f"Which tag has picture {i}, question {q}? #{answer}",
                         "options": options, "answer": answer})
+            answers.append(answer)
         qs.append(row)
-        # The caption names the answers of the first ~half of the row's questions.
-        captions.append("A picture tagged " + ", ".join(r["answer"] for r in row[: 1 + i % questions]) + ".")
-    return {"files": files, "captions": captions, "questions": qs, "samples": samples}
+        # The caption names the answers of the row's first 1 + i % questions questions.
+        captions.append("A picture tagged " + ", ".join(answers[: 1 + i % questions]) + ".")
+    return {"files": files, "captions": captions, "questions": qs, "samples": samples, "trace": trace}
 
 
 def main() -> None:
@@ -97,13 +103,15 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--servers", type=int, default=1)
+    parser.add_argument("--trace", action="store_true",
+                        help="also the peak of Python allocations (tracemalloc: slower)")
     args = parser.parse_args()
     from tests.conftest import make_images
 
     with tempfile.TemporaryDirectory() as tmp:
         files = make_images(Path(tmp) / "images", args.images)
         listing = Path(tmp) / "spec.json"
-        listing.write_text(json.dumps(_spec(files, args.questions, args.samples)))
+        listing.write_text(json.dumps(_spec(files, args.questions, args.samples, args.trace)))
         sim = subprocess.Popen([sys.executable, "-c", SIM, str(args.servers)], cwd=ROOT, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
         assert sim.stdin is not None and sim.stdout is not None  # both are pipes
@@ -121,7 +129,8 @@ def main() -> None:
                 print(f"{phase:>5}: {args.images:,} images x {args.questions} questions x {args.samples} samples: "
                       f"{r['seconds']:6.1f} s in verify ({time.perf_counter() - started:.1f} s with start), "
                       f"peak RSS {r['peak_kib'] / 1024:6.1f} MiB (before the call {r['before_kib'] / 1024:.1f}), "
-                      f"{r['scored']:,} scored (mean {r['mean']:.3f}), {r['sent']:,} requests sent", flush=True)
+                      + (f"Python allocations peak {r['traced'] / 2**20:.1f} MiB, " if args.trace else "")
+                      + f"{r['scored']:,} scored (mean {r['mean']:.3f}), {r['sent']:,} requests sent", flush=True)
             sim.stdin.write("\n")
             sim.stdin.flush()
             print(f"requests per server: {sim.stdout.readline().strip()}")

@@ -8,6 +8,7 @@ every score and every request count below is exact.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,12 @@ from PIL import Image
 import caprl_nb.accessor  # noqa: F401 - registers df.caprl
 from caprl_nb.config import resolve_settings
 from caprl_nb.errors import BatchError, CapRLWarning, ColumnNotFoundError, ConfigError
+from caprl_nb.fleet import MixedCheckpointsError
 from caprl_nb.store import ResultStore
 from caprl_nb.verify import RESULT_COLUMNS, verify
 
+from tests.conftest import make_images
+from tests.support.polling import wait_until
 from tests.support.scripted_vqa import CANNOT, Fact, ScriptedVQA
 from tests.support.vllm_sim import Fault, VLLMSimulator
 
@@ -285,3 +289,76 @@ def test_offline_answers_a_verified_frame_from_the_store_alone(script: ScriptedV
     with pytest.warns(CapRLWarning, match=FAILED):
         offline = frame.caprl.verify("image", base_url=url, offline=True, **options)
     pd.testing.assert_frame_equal(online, offline)
+
+
+def _without_details(out: pd.DataFrame) -> pd.DataFrame:
+    kept: pd.DataFrame = out.drop(columns=[c for c in ("requests_sent", "cached") if c in out.columns])
+    return kept
+
+
+def test_two_servers_share_the_turns_and_score_exactly_as_one(frame: pd.DataFrame, tmp_path: Path) -> None:
+    options = {"caption": "caption", "questions": "qs", "progress": False}
+    with VLLMSimulator(respond=ScriptedVQA(FACTS)) as one, pytest.warns(CapRLWarning, match=FAILED):
+        alone = frame.caprl.verify("image", base_url=one.base_url, home=tmp_path / "one", **options)
+    script = ScriptedVQA(FACTS)  # one script for both: a question's tries count across servers
+    with VLLMSimulator(respond=script, latency=0.05) as a, VLLMSimulator(respond=script, latency=0.05) as b:
+        with pytest.warns(CapRLWarning, match=FAILED):
+            both = frame.caprl.verify("image", base_url=[a.base_url, b.base_url], home=tmp_path / "two",
+                                      details=True, **options)
+        assert a.requests and b.requests, (len(a.requests), len(b.requests))
+        assert len(a.requests) + len(b.requests) == 39  # each turn sent once, to one of them
+        assert sum(bool(r["_images"]) for r in a.requests + b.requests) == 18
+    pd.testing.assert_frame_equal(_without_details(both)[list(RESULT_COLUMNS)], alone)
+    assert both["requests_sent"].tolist() == [3 * 6 + 1, 2 * 6 + 2, 6, 0]  # tries + kept answers
+    with ResultStore(resolve_settings(home=tmp_path / "two").store_path) as store:
+        servers = {row[0] for row in store.read("SELECT base_url FROM results WHERE task LIKE 'verify.%'")}
+    assert servers == {a.base_url, b.base_url}  # provenance names the server that answered
+
+
+def test_several_answerer_endpoints_share_the_caption_answers(frame: pd.DataFrame) -> None:
+    answers = ScriptedVQA(FACTS)
+    with VLLMSimulator(respond=ScriptedVQA(FACTS)) as vision, \
+            VLLMSimulator(respond=answers, root="Qwen/Qwen3-0.6B", latency=0.1) as t1, \
+            VLLMSimulator(respond=answers, root="Qwen/Qwen3-0.6B", latency=0.1) as t2:
+        with pytest.warns(CapRLWarning, match=FAILED):
+            out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=vision.base_url,
+                                     answerer_base_url=f"{t1.base_url},{t2.base_url}", progress=False)
+        assert t1.requests and t2.requests and len(t1.requests) + len(t2.requests) == 3
+        assert len(vision.requests) == 36
+    assert out["caption_score"].tolist()[:2] == [1.0, 0.5]
+
+
+def test_a_server_stopped_mid_run_hands_its_turns_to_the_other(tmp_path: Path) -> None:
+    n = 30
+    facts = [Fact(f"What is in picture {i}, part {k}?", ["sun", "moon", "star", "sky"], ["sun", "moon"][k],
+                  with_image=[True] * 6, without_image=[False] * 6) for i in range(n) for k in range(2)]
+    frame = pd.DataFrame({
+        "image": make_images(tmp_path / "img", n),
+        "caption": ["The sun." if i % 2 else "The sun and the moon." for i in range(n)],
+        "qs": [[facts[2 * i].given(), facts[2 * i + 1].given()] for i in range(n)],
+    })
+    script = ScriptedVQA(facts)
+    with VLLMSimulator(respond=script, latency=0.05, capacity=8) as a, \
+            VLLMSimulator(respond=script, latency=0.05, capacity=8) as b:
+
+        def stop_a() -> None:
+            wait_until(lambda: len(a.requests) >= 40, 30, "40 requests at server a")
+            a.stop()  # every connection aborted, turns in flight included
+
+        threading.Thread(target=stop_a, daemon=True).start()
+        # Stopped during the filter, so the answer pass starts without it, and says so.
+        with pytest.warns(CapRLWarning, match="did not answer at the start"):
+            out = frame.caprl.verify("image", caption="caption", questions="qs", base_url=[a.base_url, b.base_url],
+                                     concurrency=8, max_backoff=0.05, outage_timeout=60.0, progress=False)
+        assert len(a.requests) >= 40 and len(b.requests) > n * 2 * 6 + n * 2 - len(a.requests)
+    assert out["verify_error"].isna().all(), out["verify_error"].dropna().tolist()[:3]
+    assert out["caption_score"].tolist() == [1.0 if i % 2 == 0 else 0.5 for i in range(n)]
+
+
+def test_servers_serving_different_checkpoints_are_refused_before_any_turn(frame: pd.DataFrame) -> None:
+    with VLLMSimulator(respond=ScriptedVQA(FACTS), root="internlm/CapRL-3B") as a, \
+            VLLMSimulator(respond=ScriptedVQA(FACTS), root="internlm/CapRL-InternVL3.5-8B") as b:
+        with pytest.raises(MixedCheckpointsError, match="serve different checkpoints"):
+            frame.caprl.verify("image", caption="caption", questions="qs", base_url=[a.base_url, b.base_url],
+                               progress=False)
+        assert not a.requests and not b.requests
