@@ -299,8 +299,8 @@ class _Runner:
         self.failed += reply.error is not None
         if state.spec.turns[j].image:
             state.images_left -= 1
-            if state.images_left == 0:  # the row's last image turn: its payload is not needed again
-                state.payload = None
+            if state.images_left == 0:  # the row's last image turn: its image is not needed again
+                state.source = state.payload = None
         if state.left == 0:
             self._finish(state)
 
