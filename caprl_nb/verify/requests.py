@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -130,6 +131,13 @@ def turn_key(checkpoint: str, request: dict[str, Any], image_sha256: str | None)
     })
 
 
+@functools.lru_cache(maxsize=64)
+def _structured(letters: tuple[str, ...], version: str | None) -> dict[str, Any]:
+    """choice_request, once per set of letters (a cached re-run builds a request per turn);
+    the fields are only read (sent, hashed, stored), never changed."""
+    return choice_request(letters, version)
+
+
 @dataclass(frozen=True)
 class _Fit:
     """What one run's requests are fitted to: the server that answers and the image budget."""
@@ -145,7 +153,7 @@ class _Fit:
             "task": turn.task, "text": turn.text, "sample": turn.sample, "temperature": sampling.temperature,
             "top_p": sampling.top_p, "repetition_penalty": sampling.repetition_penalty,
             "max_tokens": self.max_tokens, "seed": sampling.seed,
-            "structured": choice_request(turn.letters, self.info.version),
+            "structured": _structured(turn.letters, self.info.version),
             "image": ({"preset": self.preset.family, "max_image_tokens": self.budget}
                       if turn.image and self.preset else None),
         }
