@@ -5,6 +5,10 @@
   into the notebook's first cell for the picture: the gallery shows any frame's caption column,
   and the test suite's model servers write noise (the tiny random model) or hash tags (the
   simulator), which would make a poor picture of a gallery.
+* The gallery with scores (``gallery-scores.png``): the same images and captions scored by a real
+  ``df.caprl.verify`` run in the kernel against a scripted test server (tests/support/scripted_vqa.py
+  through the simulator; not a model: it answers from a caption right exactly when the caption
+  holds the answer), sorted lowest score first, the lowest card open with its failed questions.
 * The labextension: "Caption with CapRL" in the file browser's context menu, the caption panel
   it opens, the side panel with the model server's status, and the CapRL page of Lab's settings
   editor. Their model server is the vLLM-shaped simulator (``tests/support/vllm_sim.py``, served
