@@ -27,7 +27,6 @@ import gc
 import itertools
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from caprl_nb import images
+from caprl_nb.blocking import STOP_WAIT_S, run_blocking
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
 from caprl_nb.errors import (
@@ -547,7 +547,6 @@ class BatchRunner:
 
 # After Ctrl-C, how long the caller waits for the batch to stop before it returns; a batch
 # still busy then (a write waiting for the store's lock) finishes and closes it on its own.
-STOP_WAIT_S = 30.0
 
 
 def run_batch(
@@ -566,60 +565,27 @@ def run_batch(
     """
     total = len(values)
     runner = BatchRunner(task, settings, cache=cache)
-    outcome: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
 
-    # Set by the batch thread as its very last act. Waited on instead of Thread.join, which a
-    # KeyboardInterrupt can leave believing a running thread has ended (CPython before 3.13).
-    ended = threading.Event()
+    def stopped(still_writing: bool) -> str:
+        msg = (
+            f"Interrupted: {runner.done - runner.failed} of {total} rows finished and are "
+            "stored. Run the same call again to resume where it stopped."
+        )
+        if still_writing:
+            msg += " A store write still in progress finishes in the background."
+        return msg
 
-    def target() -> None:
-        try:
-            outcome["value"] = loop.run_until_complete(runner.run(values, total))
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
-            outcome["error"] = exc
-        finally:
-            loop.close()
-            # The thread that writes closes the store, after its last write: a caller that
-            # stops waiting (Ctrl-C, twice) never closes it under a write in progress.
-            runner.close()
-            ended.set()
-
-    bar = None
-    thread = threading.Thread(target=target, name="caprl-batch", daemon=True)
+    bar = _progress_bar(total, description or task.name, progress)
     try:
-        try:
-            bar = _progress_bar(total, description or task.name, progress)
-            thread.start()
-            while not ended.wait(0.1):
-                _update(bar, runner)
-        except KeyboardInterrupt:
-            with contextlib.suppress(RuntimeError):  # a closed loop: the batch ended as the interrupt came
-                loop.call_soon_threadsafe(runner.cancel)
-            running = thread.ident is not None
-            if running:
-                ended.wait(STOP_WAIT_S)
-            _update(bar, runner)
-            msg = (
-                f"Interrupted: {runner.done - runner.failed} of {total} rows finished and are "
-                "stored. Run the same call again to resume where it stopped."
-            )
-            if running and not ended.is_set():
-                msg += " A store write still in progress finishes in the background."
-            print(msg, file=sys.stderr)
-            raise KeyboardInterrupt(msg) from None
-        _update(bar, runner)
+        value = run_blocking(
+            lambda: runner.run(values, total), name="caprl-batch", cancel=runner.cancel,
+            close=runner.close, stopped=stopped, tick=lambda: _update(bar, runner), stop_wait_s=STOP_WAIT_S,
+        )
     finally:
         if bar is not None:
             bar.close()
-        if thread.ident is None:  # never started: nothing else will close them
-            loop.close()
-            runner.close()
-    if "error" in outcome:
-        raise outcome["error"]
     for note in runner.notes:
         warn(note)
-    value: BatchResults = outcome["value"]
     return value
 
 

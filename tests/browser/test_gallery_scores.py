@@ -31,23 +31,26 @@ def _expected(page: Page, below: float) -> list[int]:
 
 def _shown(page: Page, root: Any) -> list[dict[str, Any]]:
     """The cards on screen in view order, once they show the (fake) Python's current view:
-    id, score text and band."""
-    page.page.wait_for_function(
-        """() => {
+    id, score text and band. Read in the same step that checks them (a re-render in between
+    would otherwise leave an empty or stale list)."""
+    handle = page.page.wait_for_function(
+        """root => {
              const view = window.__harness.python.view;
-             const cards = [...document.querySelectorAll('[data-testid=card]')];
-             return cards.length >= Math.min(view.length, 6)
+             const cards = [...root.querySelectorAll('[data-testid=card]')];
+             const settled = cards.length >= Math.min(view.length, 6)
                && cards.every(c => view.indexOf(Number(c.dataset.id)) >= 0)
                && cards.some(c => Number(c.dataset.id) === view[0]);
-           }"""
+             if (!settled || cards.length === 0) return null;
+             return cards.map(c => {
+               const s = c.querySelector('[data-testid=score]');
+               return {pos: Number(c.id.split('-card-')[1]), id: Number(c.dataset.id),
+                       score: s.hidden ? null : s.textContent, band: s.dataset.band};
+             }).sort((a, b) => a.pos - b.pos);
+           }""",
+        arg=root.element_handle(),
     )
-    return root.evaluate(
-        """root => [...root.querySelectorAll('[data-testid=card]')].map(c => {
-             const s = c.querySelector('[data-testid=score]');
-             return {pos: Number(c.id.split('-card-')[1]), id: Number(c.dataset.id),
-                     score: s.hidden ? null : s.textContent, band: s.dataset.band};
-           }).sort((a, b) => a.pos - b.pos)"""
-    )
+    shown: list[dict[str, Any]] = handle.json_value()
+    return shown
 
 
 def test_threshold_shows_only_low_scores_and_the_detail_lists_failed_questions(

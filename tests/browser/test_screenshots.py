@@ -5,6 +5,10 @@
   into the notebook's first cell for the picture: the gallery shows any frame's caption column,
   and the test suite's model servers write noise (the tiny random model) or hash tags (the
   simulator), which would make a poor picture of a gallery.
+* The gallery with scores (``gallery-scores.png``): the same images and captions scored by a real
+  ``df.caprl.verify`` run in the kernel against a scripted test server (tests/support/scripted_vqa.py
+  through the simulator; not a model: it answers from a caption right exactly when the caption
+  holds the answer), sorted lowest score first, the lowest card open with its failed questions.
 * The labextension: "Caption with CapRL" in the file browser's context menu, the caption panel
   it opens, the side panel with the model server's status, and the CapRL page of Lab's settings
   editor. Their model server is the vLLM-shaped simulator (``tests/support/vllm_sim.py``, served
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,3 +305,135 @@ def test_labextension_screenshots(
         _dump(page, output_dir / "console.log")
         pw.close()
 
+
+
+# -- the gallery with verify's scores -----------------------------------------------------------
+# Five multiple-choice questions per sample image, given by the caller (df.caprl.verify's
+# ``questions=``). The scripted server answers a question from a caption correctly exactly when
+# the caption contains the right option's text, so these captions score 0.80, 0.60, 1.00, 0.40.
+QUESTIONS = {
+    "bar_chart.png": [
+        ("What does the chart show?", ["quarterly revenue", "monthly costs", "market share", "head count"],
+         "quarterly revenue"),
+        ("Which quarter had the highest revenue?", ["Q1", "Q2", "Q3", "Q4"], "Q4"),
+        ("What was the revenue in Q2, in USD m?", ["12.5", "15.9", "18.2", "22.4"], "18.2"),
+        ("Which year does the chart cover?", ["2023", "2024", "2025", "2026"], "2025"),
+        ("What colour are the bars?", ["blue", "red", "green", "grey"], "blue"),
+    ],
+    "invoice.png": [
+        ("Who issued the invoice?", ["Northwind Traders Ltd.", "Contoso Ltd.", "Fabrikam Inc.", "Tailspin Toys"],
+         "Northwind Traders Ltd."),
+        ("What is the invoice total?", ["143.20 GBP", "171.84 GBP", "28.64 GBP", "74.00 GBP"], "171.84 GBP"),
+        ("What is the VAT rate?", ["5%", "10%", "20%", "25%"], "20%"),
+        ("When is the invoice due?", ["2026-04-17", "2026-05-17", "2026-06-17", "on receipt"], "2026-05-17"),
+        ("What is the subtotal before VAT?", ["143.20", "171.84", "28.64", "74.00"], "143.20"),
+    ],
+    "line_chart.png": [
+        ("Which city's temperature is plotted?", ["Oslo", "Bergen", "Stockholm", "Helsinki"], "Oslo"),
+        ("On which day is it warmest?", ["day 1", "day 6", "day 11", "day 21"], "day 6"),
+        ("On which day is it coldest?", ["day 6", "day 11", "day 16", "day 21"], "day 16"),
+        ("What colour is the line?", ["red", "blue", "black", "green"], "red"),
+        ("How many days does the chart cover?", ["7", "14", "21", "30"], "21"),
+    ],
+    "mountains.jpg": [
+        ("How many mountains are there?", ["one", "two", "three", "four"], "two"),
+        ("What covers the peaks?", ["snow", "clouds", "trees", "nothing"], "snow"),
+        ("What is in the top right corner of the sky?", ["a yellow sun", "a cloud", "a bird", "the moon"],
+         "a yellow sun"),
+        ("What grows in the foreground?", ["fir trees", "palm trees", "sunflowers", "nothing"], "fir trees"),
+        ("What colour is the meadow?", ["green", "yellow", "brown", "white"], "green"),
+    ],
+}
+SCORES = {"bar_chart.png": 0.8, "invoice.png": 0.6, "line_chart.png": 1.0, "mountains.jpg": 0.4}
+MOUNTAIN_MISSES = [
+    "What is in the top right corner of the sky? expected: a yellow sun; from the caption: cannot answer",
+    "What grows in the foreground? expected: fir trees; from the caption: cannot answer",
+    "What colour is the meadow? expected: green; from the caption: cannot answer",
+]
+VERIFY_CELL = """\
+# Score each caption: questions about the image, answered from the caption alone.
+# SCRIPTED is this picture's scripted test server (tests/support/scripted_vqa.py), not a model.
+df["qa"] = df["image"].map(lambda p: QUESTIONS[Path(p).name])
+df = df.join(df.caprl.verify("image", caption="caption", questions="qa", base_url=SCRIPTED, progress=False))"""
+SCORES_GALLERY_CELL = """\
+gallery = df.caprl.gallery("image", caption="caption")
+gallery.sort_by = "caption_score"  # the lowest score first: the captions to review first
+gallery"""
+
+
+@pytest.fixture
+def scripted() -> Iterator[VLLMSimulator]:
+    """The simulator answering as tests/support/scripted_vqa.py scripts it: NOT a model."""
+    from tests.support.scripted_vqa import Fact, ScriptedVQA
+
+    facts = [Fact(q, options, answer) for rows in QUESTIONS.values() for q, options, answer in rows]
+    with VLLMSimulator(respond=ScriptedVQA(facts)) as server:
+        yield server
+
+
+def test_gallery_scores_screenshot(
+    lab: JupyterLabServer, scripted: VLLMSimulator, chromium: Any, output_dir: Path,
+) -> None:
+    """The gallery with scores from a real ``df.caprl.verify`` run, sorted lowest first, the
+    lowest-scoring card open with its failed questions.
+
+    The scores come from a scripted test server (tests/support/vllm_sim.py answering through
+    tests/support/scripted_vqa.py), not a model: it keeps every given question (right with the
+    image, wrong without) and answers one from a caption correctly exactly when the caption holds
+    the right option's text. What is real is the whole verify pipeline in the notebook's kernel
+    (requests, filters, shuffled options, parsing, scores) and the gallery showing its columns.
+    Runs last in this module: its verify results land in the shared store, whose count
+    test_labextension_screenshots checks.
+    """
+    from playwright.sync_api import expect
+
+    questions = {
+        name: [{"question": q, "options": options, "answer": answer} for q, options, answer in rows]
+        for name, rows in QUESTIONS.items()
+    }
+    setup = f"CAPTIONS = {CAPTIONS!r}\nQUESTIONS = {questions!r}\nSCRIPTED = {scripted.base_url!r}"
+    cells = [setup, FRAME_CELL, VERIFY_CELL, SCORES_GALLERY_CELL]
+    nb = LabNotebook.create(lab, chromium, "scores.ipynb", cells)
+    page = nb.page
+    page.set_viewport_size(VIEWPORT)
+    try:
+        nb.run_all()
+        names = sorted(CAPTIONS)
+        got = json.loads(nb.run_cell("print(df['caption_score'].astype(float).to_json(orient='values'))"))
+        assert got == [SCORES[n] for n in names]
+        misses = json.loads(nb.run_cell("import json; print(json.dumps(list(df['failed_questions'].iloc[3])))"))
+        assert misses == MOUNTAIN_MISSES
+        # the real pipeline ran: each of the 20 questions tried 3 times with and 3 times without the
+        # image (the filter), then answered once from its caption
+        log = scripted.respond.log  # type: ignore[union-attr]  # the ScriptedVQA set below
+        assert Counter(entry["mode"] for entry in log) == {"with_image": 60, "without_image": 60, "caption": 20}
+
+        gallery = page.get_by_test_id("caprl-gallery")
+        expect(gallery).to_have_count(1, timeout=CARD_MS)
+        cards = gallery.get_by_test_id("card")
+        expect(cards).to_have_count(len(CAPTIONS), timeout=CARD_MS)
+        card = lambda i: gallery.locator(f'[data-testid=card][data-id="{i}"]')  # noqa: E731
+        for i, name in enumerate(names):
+            expect(card(i).get_by_test_id("score")).to_have_text(f"score {SCORES[name]:.2f}", timeout=EXPECT_MS)
+        expect(card(3).get_by_test_id("score")).to_have_attribute("data-band", "low")
+        expect(card(3).get_by_test_id("notes-count")).to_have_text("3 failed questions")
+        expect(gallery.get_by_test_id("sort")).to_have_value("caption_score", timeout=EXPECT_MS)
+        first = gallery.locator("#" + str(gallery.get_by_test_id("grid").get_attribute("aria-activedescendant")))
+        expect(first).to_have_attribute("data-id", "3", timeout=EXPECT_MS)  # mountains.jpg, 0.40
+
+        card(3).click()
+        detail = gallery.get_by_test_id("detail")
+        expect(detail).to_have_attribute("data-id", "3", timeout=EXPECT_MS)
+        expect(detail.get_by_test_id("detail-score")).to_have_text("score 0.40")
+        notes = detail.get_by_test_id("detail-notes")
+        expect(notes.locator("h4")).to_have_text("3 failed questions", timeout=EXPECT_MS)
+        expect(notes.locator("li")).to_have_text(MOUNTAIN_MISSES)
+        expect(detail.get_by_test_id("detail-image")).to_have_attribute("data-kind", "full", timeout=EXPECT_MS)
+        _images_loaded(page, "[data-testid=caprl-gallery]")
+        page.mouse.move(640, 790)  # no hover highlight on a card or button
+        _show_cell(page, 3)
+        _shoot(page, output_dir, "gallery-scores.png")
+        assert _page_errors(nb.console) == []
+    finally:
+        _dump(nb, output_dir / "console.log")
+        nb.close()
