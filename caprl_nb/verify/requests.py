@@ -4,8 +4,8 @@ The batch (:mod:`caprl_nb.batch`) sends one prompt to many images. Verify asks m
 (each question, with its options shuffled per try) with the row's image or with no image at
 all, so it sends its turns here: through :class:`~caprl_nb.client.CapRLClient` (its timeouts,
 retries and error classes), with a progress bar, every answer remembered in the result store.
-The loop runs in a thread of its own, as the batch's does, so this works inside Jupyter's
-running loop.
+The loop runs in a thread of its own (:func:`caprl_nb.blocking.run_blocking`, as the batch's
+does), so this works inside Jupyter's running loop, and Ctrl-C stops it keeping what finished.
 
 **Streaming.** The caller hands over rows (:class:`RowTurns`: one row's turns), lazily; the
 runner pulls them only as its workers need turns, a chunk of :data:`LOOKUP_TURNS` turns at a
@@ -42,7 +42,6 @@ import itertools
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caprl_nb import images
+from caprl_nb.blocking import run_blocking
 from caprl_nb.client import CapRLClient, ServerInfo
 from caprl_nb.config import Settings
 from caprl_nb.errors import (
@@ -204,6 +204,7 @@ class _Runner:
         self.failed = 0
         self.notes: list[str] = []
         self.main: asyncio.Task[Any] | None = None
+        self.cancelled = False
         self.fleet: Fleet | None = None  # None offline
         self.writes: WriteBehind | None = None
 
@@ -265,6 +266,8 @@ class _Runner:
     # -- the run ---------------------------------------------------------------------------
     async def run(self, rows: Iterable[RowTurns], longest: str | None) -> ServerInfo | None:
         self.main = asyncio.current_task()
+        if self.cancelled:
+            raise asyncio.CancelledError
         specs = iter(rows)
         head = next(specs, None)
         if head is None:
@@ -479,6 +482,12 @@ class _Runner:
         except Exception as exc:  # noqa: BLE001 - a turn's failure is its reply, never the call's
             return Reply(error=f"{row_error(exc)} [input: {description}]", error_type=type(exc).__name__)
 
+    def cancel(self) -> None:
+        """Stop the run (called on its loop); before :meth:`run` has started, it will not start."""
+        self.cancelled = True
+        if self.main is not None:
+            self.main.cancel()
+
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
@@ -498,43 +507,20 @@ def stream_turns(
     when no server answers at the start or a setting cannot work; a failed turn is a reply with
     ``error``."""
     runner = _Runner(values, settings, sampling, cache=cache, on_row=on_row)
-    outcome: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-    ended = threading.Event()
 
-    def target() -> None:
-        try:
-            outcome["value"] = loop.run_until_complete(runner.run(rows, longest))
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
-            outcome["error"] = exc
-        finally:
-            loop.close()
-            runner.close()
-            ended.set()
+    def stopped(still_writing: bool) -> str:
+        msg = "Interrupted: every answer received is stored; run the same call again to resume."
+        return msg + (" A store write still in progress finishes in the background." if still_writing else "")
 
     bar = _bar(total, description, progress and total > 0)
-    thread = threading.Thread(target=target, name="caprl-verify", daemon=True)
     try:
-        thread.start()
-        while not ended.wait(0.1):
-            _update(bar, runner)
-        _update(bar, runner)
-    except KeyboardInterrupt:
-        main = runner.main
-        if main is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(main.cancel)
-        ended.wait(30)
-        msg = "Interrupted: every answer received is stored; run the same call again to resume."
-        raise KeyboardInterrupt(msg) from None
+        info = run_blocking(lambda: runner.run(rows, longest), name="caprl-verify", cancel=runner.cancel,
+                            close=runner.close, stopped=stopped, tick=lambda: _update(bar, runner))
     finally:
         if bar is not None:
             bar.close()
-    if "error" in outcome:
-        raise outcome["error"]
     for note in runner.notes:
         warn(note)
-    info: ServerInfo | None = outcome["value"]
     return info
 
 
