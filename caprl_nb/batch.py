@@ -402,8 +402,10 @@ class BatchRunner:
             if source.hashed_now:
                 assert source.stat is not None
                 writes.remember_file_hash(source.stat, source.sha256)
-            if source.url_memo is not None and isinstance(value, str):
-                writes.remember_url(value.strip(), source.url_memo)
+            if source.url_memo is not None:
+                url = value if isinstance(value, str) else images.plain_value(value)  # or an HF value's path
+                if isinstance(url, str):
+                    writes.remember_url(url.strip(), source.url_memo)
         return source
 
     def _look_up_or_prepare(

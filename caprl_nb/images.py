@@ -377,7 +377,10 @@ def _read_file(path: str, desc: str, max_bytes: int) -> tuple[bytes, FileStat]:
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
-            data = fh.read(max_bytes + 1)
+            # One byte past the size fstat gave (or the cap): enough to see a file that grew or
+            # is over the cap, without a cap-sized buffer for every read (CPython allocates the
+            # size asked for, then shrinks it).
+            data = fh.read(min(st.st_size, max_bytes) + 1)
     except FileNotFoundError as exc:
         msg = f"{desc} no longer exists. Check that nothing moved or deleted it."
         raise ImageNotFoundError(msg) from exc

@@ -193,6 +193,28 @@ def test_a_cached_rerun_skips_reading_objects_whose_fingerprint_matches(
         fs.rm(f"/{name}", recursive=True)
 
 
+def test_an_hf_value_whose_path_is_an_object_url_is_not_read_again_on_a_cached_rerun(
+    sim: VLLMSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsspec.register_implementation("etagmem", EtagMemory, clobber=True)
+    monkeypatch.setattr(EtagMemory, "reads", 0)
+    name = f"etag-{uuid.uuid4().hex[:8]}"
+    paths = make_images(tmp_path / "img", 2)
+    fs = fsspec.filesystem("memory")
+    for path in paths:
+        fs.pipe(f"/{name}/{Path(path).name}", Path(path).read_bytes())
+    cells = [{"bytes": None, "path": f"etagmem://{name}/{Path(p).name}"} for p in paths]  # a streamed dataset
+    opts = {"base_url": sim.base_url, "max_tokens": 8, "progress": False}
+    try:
+        first = caption(cells, details=True, **opts)
+        assert EtagMemory.reads == 2 and first["error"].isna().all()
+        again = caption(cells, details=True, **opts)
+        assert again["cached"].all() and EtagMemory.reads == 2  # the fingerprint was remembered
+        assert list(again["caption"]) == list(first["caption"])
+    finally:
+        fs.rm(f"/{name}", recursive=True)
+
+
 class Stalling(AsyncFileSystem):
     """An async file system (as s3fs, gcsfs and adlfs are) whose server never answers."""
 
