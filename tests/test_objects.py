@@ -5,6 +5,7 @@ a cached re-run that does not read an object whose fingerprint still matches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
@@ -168,19 +169,30 @@ def test_each_bad_url_fails_alone(sim: VLLMSimulator, bucket: str, tmp_path: Pat
     assert f"{bucket}/gone.png" in out["error"].iloc[1]
 
 
-def test_a_cached_rerun_skips_reading_objects_whose_fingerprint_matches(
-    sim: VLLMSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def _etag_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int) -> Iterator[tuple[str, list[str]]]:
+    """``n`` images as objects of a memory file system that reports an ETag (as S3 does) and
+    counts its reads: (the bucket's name, each image's file path); removed afterwards."""
     fsspec.register_implementation("etagmem", EtagMemory, clobber=True)
     monkeypatch.setattr(EtagMemory, "reads", 0)
     name = f"etag-{uuid.uuid4().hex[:8]}"
-    paths = make_images(tmp_path / "img", 3)
+    paths = make_images(tmp_path / "img", n)
     fs = fsspec.filesystem("memory")
     for path in paths:
         fs.pipe(f"/{name}/{Path(path).name}", Path(path).read_bytes())
-    urls = [f"etagmem://{name}/{Path(p).name}" for p in paths]
-    opts = {"base_url": sim.base_url, "max_tokens": 8, "progress": False}
     try:
+        yield name, paths
+    finally:
+        fs.rm(f"/{name}", recursive=True)
+
+
+def test_a_cached_rerun_skips_reading_objects_whose_fingerprint_matches(
+    sim: VLLMSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = {"base_url": sim.base_url, "max_tokens": 8, "progress": False}
+    with _etag_objects(tmp_path, monkeypatch, 3) as (name, paths):
+        urls = [f"etagmem://{name}/{Path(p).name}" for p in paths]
+        fs = fsspec.filesystem("memory")
         first = caption(urls, details=True, **opts)
         assert EtagMemory.reads == 3 and first["error"].isna().all()
         again = caption(urls, details=True, **opts)
@@ -189,30 +201,19 @@ def test_a_cached_rerun_skips_reading_objects_whose_fingerprint_matches(
         fs.pipe(f"/{name}/{Path(paths[0]).name}", Path(paths[1]).read_bytes())  # a new object there
         changed = caption(urls, details=True, **opts)
         assert EtagMemory.reads == 4 and changed["caption"].iloc[0] == first["caption"].iloc[1]
-    finally:
-        fs.rm(f"/{name}", recursive=True)
 
 
 def test_an_hf_value_whose_path_is_an_object_url_is_not_read_again_on_a_cached_rerun(
     sim: VLLMSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsspec.register_implementation("etagmem", EtagMemory, clobber=True)
-    monkeypatch.setattr(EtagMemory, "reads", 0)
-    name = f"etag-{uuid.uuid4().hex[:8]}"
-    paths = make_images(tmp_path / "img", 2)
-    fs = fsspec.filesystem("memory")
-    for path in paths:
-        fs.pipe(f"/{name}/{Path(path).name}", Path(path).read_bytes())
-    cells = [{"bytes": None, "path": f"etagmem://{name}/{Path(p).name}"} for p in paths]  # a streamed dataset
     opts = {"base_url": sim.base_url, "max_tokens": 8, "progress": False}
-    try:
+    with _etag_objects(tmp_path, monkeypatch, 2) as (name, paths):
+        cells = [{"bytes": None, "path": f"etagmem://{name}/{Path(p).name}"} for p in paths]  # a streamed dataset
         first = caption(cells, details=True, **opts)
         assert EtagMemory.reads == 2 and first["error"].isna().all()
         again = caption(cells, details=True, **opts)
         assert again["cached"].all() and EtagMemory.reads == 2  # the fingerprint was remembered
         assert list(again["caption"]) == list(first["caption"])
-    finally:
-        fs.rm(f"/{name}", recursive=True)
 
 
 class Stalling(AsyncFileSystem):
