@@ -372,6 +372,13 @@ class VLLMSimulator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
+        # A connection accepted as the server closed may have started after the tasks above were
+        # taken: end every task still on the loop, so none is left to be collected after it closes.
+        current = asyncio.current_task()
+        while others := [t for t in asyncio.all_tasks() if t is not current]:
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
